@@ -1,0 +1,62 @@
+"""The Jupyter Server extension: its configuration, its handlers, and cleanup at shutdown."""
+
+from __future__ import annotations
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Instance, Int, List, Unicode
+
+from .bridge import BridgeManager
+from .handlers import default_handlers
+
+MiB = 1024 * 1024
+
+
+class TransportsExtension(ExtensionApp):
+    """Bridges browser WebSockets to kernel comms, routed in the server."""
+
+    name = "jupyter_transports"
+
+    max_message_bytes = Int(
+        64 * MiB,
+        config=True,
+        help="""Largest frame (or REST body) a client may send, in bytes. A larger frame closes
+        its socket with 1009 and never reaches the kernel. What the kernel sends is not limited.""",
+    )
+    client_buffer_bytes = Int(
+        16 * MiB,
+        config=True,
+        help="""Most unsent data a socket may hold in the server, in bytes. A client that falls
+        further behind is closed with 1013, so one slow client cannot exhaust the server's
+        memory.""",
+    )
+    kernel_timeout = Float(
+        30.0,
+        config=True,
+        help="""Seconds to wait for the kernel's answer where one is needed (connecting, listing
+        comms, checking a new comm was accepted) before giving up with 504.""",
+    )
+    allowed_targets = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="""Comm target names that clients may open new comms to; others are refused with
+        403. None allows every target.""",
+    )
+
+    bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
+
+    def initialize_settings(self) -> None:
+        self.bridges = BridgeManager(
+            self.serverapp.kernel_manager,
+            kernel_timeout=self.kernel_timeout,
+            log=self.log,
+            event_logger=self.serverapp.event_logger,
+        )
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(default_handlers)
+
+    async def stop_extension(self) -> None:
+        if self.bridges is not None:
+            self.bridges.stop()

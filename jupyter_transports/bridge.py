@@ -1,0 +1,317 @@
+"""One bridge per kernel: the seam between the I/O (sockets, kernel channels) and the router.
+
+A :class:`KernelBridge` owns one kernel client, shared by every socket on that kernel. It reads the
+kernel's iopub and shell channels, feeds comm messages to its :class:`~.router.Router`, and carries
+out the actions the router returns. The :class:`BridgeManager` (owned by the extension app) makes
+bridges on first use, closes them when their last user leaves, and tells them when their kernel
+restarts, dies or shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from .errors import CloseCode, KernelFault, KernelTimeout
+from .framing import Buffers, OutgoingFrame
+from .kernel import COMM_INFO_REQUEST, ClientChannels, KernelChannels
+from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
+
+SHUTDOWN_REPLY = "shutdown_reply"
+COMM_INFO_REPLY = "comm_info_reply"
+KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+
+KERNEL_RESTARTING = "kernel restarting"
+KERNEL_SHUT_DOWN = "kernel shut down"
+KERNEL_DIED = "kernel died"
+SERVER_STOPPING = "server stopping"
+BRIDGE_FAILED = "bridge to the kernel failed"
+
+
+class Sink(Protocol):
+    """A subscriber as the bridge sees it (a WebSocket, an SSE stream, a REST call)."""
+
+    def deliver(self, frame: OutgoingFrame) -> None:
+        """Queue one comm message for the subscriber; must not block."""
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """End the subscription; the bridge has forgotten the subscriber already."""
+
+
+class KernelBridge:
+    """Routes one kernel's comms to their subscribers."""
+
+    def __init__(
+        self,
+        kernel_id: str,
+        channels: KernelChannels,
+        *,
+        kernel_timeout: float,
+        log: logging.Logger,
+        on_closed: Callable[[KernelBridge], None],
+    ) -> None:
+        self.kernel_id = kernel_id
+        self.channels = channels
+        self.kernel_timeout = kernel_timeout
+        self.log = log
+        self.router = Router()
+        self.sinks: dict[str, Sink] = {}
+        self.users = 0
+        self.closed = False
+        self._on_closed = on_closed
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.channels.start(self.kernel_timeout)
+        for read in (self._read_iopub, self._read_shell):
+            task = asyncio.create_task(read())
+            self._tasks.add(task)
+            task.add_done_callback(self._reader_done)
+
+    # -- subscribers ---------------------------------------------------------------------------
+
+    def open_comm(
+        self, client: Client, sink: Sink, target_name: str, data: Any, query: Mapping[str, str]
+    ) -> None:
+        """Open a new comm in the kernel, owned by ``client``."""
+        self.sinks[client.id] = sink
+        self.perform(self.router.open_comm(client, target_name, data, query))
+
+    async def has_comm(self, comm_id: str) -> bool:
+        """Whether the kernel has this comm, asking it if the bridge has not seen the comm open."""
+        return comm_id in self.router.comms or comm_id in await self.refresh_comms()
+
+    def attach(self, client: Client, sink: Sink) -> None:
+        """Subscribe ``client`` to an existing comm (:class:`~.errors.CommNotFound` if unknown)."""
+        self.router.attach(client)
+        self.sinks[client.id] = sink
+
+    def send(self, client_id: str, data: Any, buffers: Buffers = ()) -> None:
+        """A client's message to its comm (raises :class:`~.errors.ReadOnly` for receive-only ones)."""
+        self.perform(self.router.send(client_id, data, buffers))
+
+    def leave(self, client_id: str) -> None:
+        """A subscriber went away."""
+        self.sinks.pop(client_id, None)
+        self.perform(self.router.leave(client_id))
+
+    # -- kernel requests -----------------------------------------------------------------------
+
+    async def request(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
+        """Send a shell request and await its reply, at most ``kernel_timeout`` seconds."""
+        msg_id = self.channels.send(msg_type, content)
+        reply = self._replies[msg_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(reply, self.kernel_timeout)
+        except asyncio.TimeoutError:
+            raise KernelTimeout(f"no {msg_type} reply within {self.kernel_timeout} s") from None
+        finally:
+            self._replies.pop(msg_id, None)
+
+    async def refresh_comms(self) -> dict[str, Any]:
+        """Ask the kernel which comms it has; learn those the bridge had not seen opening."""
+        reply = await self.request(COMM_INFO_REQUEST, {})
+        comms = reply["content"].get("comms", {})
+        for comm_id, info in comms.items():
+            self.router.comm_exists(comm_id, info.get("target_name", ""))
+        return comms
+
+    # -- the kernel's side ---------------------------------------------------------------------
+
+    async def _read_iopub(self) -> None:
+        while True:
+            msg = await self.channels.next_iopub()
+            msg_type = msg["msg_type"]
+            if msg_type in COMM_MSG_TYPES:
+                self.perform(
+                    self.router.from_kernel(
+                        msg_type,
+                        msg["content"],
+                        msg.get("metadata") or {},
+                        msg.get("buffers") or (),
+                        msg["parent_header"].get("msg_type"),
+                    )
+                )
+            elif msg_type == SHUTDOWN_REPLY:
+                restart = msg["content"].get("restart")
+                self.kernel_gone(*_restart_or_shutdown(restart))
+                return
+
+    async def _read_shell(self) -> None:
+        while True:
+            msg = await self.channels.next_shell()
+            reply = self._replies.get(msg["parent_header"].get("msg_id"))
+            if reply is not None and not reply.done():
+                reply.set_result(msg)
+
+    def _reader_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self.closed:
+            return
+        error = task.exception()
+        if error is not None:
+            self.log.error("Bridge to kernel %s failed", self.kernel_id, exc_info=error)
+            self.kernel_gone(CloseCode.BRIDGE_FAILED, BRIDGE_FAILED)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def perform(self, actions: list[Action]) -> None:
+        """Carry out what the router decided."""
+        for action in actions:
+            if isinstance(action, Deliver):
+                for client_id in action.clients:
+                    self.sinks[client_id].deliver(action.frame)
+            elif isinstance(action, Close):
+                sink = self.sinks.pop(action.client, None)
+                if sink is not None:
+                    sink.close(action.code, action.reason)
+            elif isinstance(action, ToKernel):
+                self.channels.send(action.msg_type, action.content, action.metadata, action.buffers)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def kernel_gone(self, code: CloseCode, reason: str) -> None:
+        """Close every subscriber with ``code`` and the bridge with them."""
+        if self.closed:
+            return
+        self.log.info("Kernel %s: %s; closing %d sockets", self.kernel_id, reason, len(self.sinks))
+        self.perform(self.router.kernel_gone(code, reason))
+        self.close()
+
+    def kernel_restarted(self) -> None:
+        """The kernel manager restarted the kernel (after it died, or on request)."""
+        self.kernel_gone(CloseCode.RESTARTING, KERNEL_RESTARTING)
+
+    def kernel_died(self) -> None:
+        """The kernel died and the kernel manager gave up restarting it."""
+        self.kernel_gone(CloseCode.BRIDGE_FAILED, KERNEL_DIED)
+
+    def server_stopping(self) -> None:
+        """Close the comms clients opened in the kernel, then every subscriber."""
+        self.perform(self.router.server_stopping(SERVER_STOPPING))
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading, fail pending requests, release the kernel client."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in self._tasks:
+            task.cancel()
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_exception(KernelFault("the bridge to the kernel closed"))
+        self.channels.stop()
+        self._on_closed(self)
+
+
+def _restart_or_shutdown(restart: bool) -> tuple[CloseCode, str]:
+    if restart:
+        return CloseCode.RESTARTING, KERNEL_RESTARTING
+    return CloseCode.GOING_AWAY, KERNEL_SHUT_DOWN
+
+
+class BridgeManager:
+    """The bridges of one server, one per kernel in use."""
+
+    def __init__(
+        self,
+        kernel_manager: Any,
+        *,
+        kernel_timeout: float,
+        log: logging.Logger,
+        event_logger: Any = None,
+    ) -> None:
+        self.kernel_manager = kernel_manager
+        self.kernel_timeout = kernel_timeout
+        self.log = log
+        self.bridges: dict[str, KernelBridge] = {}
+        self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
+        if event_logger is not None:
+            event_logger.add_listener(schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action)
+
+    def kernel_exists(self, kernel_id: str) -> bool:
+        return kernel_id in self.kernel_manager
+
+    async def acquire(self, kernel_id: str) -> KernelBridge:
+        """The kernel's bridge, started if need be; hold it until :meth:`release`."""
+        bridge = self.bridges.get(kernel_id)
+        if bridge is None:
+            starting = self._starting.get(kernel_id)
+            if starting is None:
+                starting = self._starting[kernel_id] = asyncio.create_task(self._start(kernel_id))
+                starting.add_done_callback(lambda _: self._starting.pop(kernel_id, None))
+            bridge = await asyncio.shield(starting)
+        bridge.users += 1
+        return bridge
+
+    def release(self, bridge: KernelBridge) -> None:
+        bridge.users -= 1
+        if bridge.users <= 0:
+            bridge.close()
+
+    @asynccontextmanager
+    async def using(self, kernel_id: str) -> AsyncIterator[KernelBridge]:
+        """``async with manager.using(kernel_id) as bridge:`` holds a bridge for one call."""
+        bridge = await self.acquire(kernel_id)
+        try:
+            yield bridge
+        finally:
+            self.release(bridge)
+
+    async def _start(self, kernel_id: str) -> KernelBridge:
+        channels = ClientChannels(self.kernel_manager.get_kernel(kernel_id).client())
+        bridge = KernelBridge(
+            kernel_id,
+            channels,
+            kernel_timeout=self.kernel_timeout,
+            log=self.log,
+            on_closed=self._forget,
+        )
+        try:
+            await bridge.start()
+        except BaseException:
+            channels.stop()
+            raise
+        self.bridges[kernel_id] = bridge
+        self._watch(kernel_id, bridge, add=True)
+        self.log.debug("Bridge to kernel %s started", kernel_id)
+        return bridge
+
+    def _forget(self, bridge: KernelBridge) -> None:
+        if self.bridges.get(bridge.kernel_id) is bridge:
+            del self.bridges[bridge.kernel_id]
+            self._watch(bridge.kernel_id, bridge, add=False)
+            self.log.debug("Bridge to kernel %s closed", bridge.kernel_id)
+
+    def _watch(self, kernel_id: str, bridge: KernelBridge, *, add: bool) -> None:
+        """(Un)register the kernel manager's callbacks for automatic restarts and deaths."""
+        if kernel_id not in self.kernel_manager:
+            return
+        register = (
+            self.kernel_manager.add_restart_callback
+            if add
+            else self.kernel_manager.remove_restart_callback
+        )
+        register(kernel_id, bridge.kernel_restarted, "restart")
+        register(kernel_id, bridge.kernel_died, "dead")
+
+    async def _on_kernel_action(self, logger: Any, schema_id: str, data: Mapping[str, Any]) -> None:
+        """Catch shutdowns and restarts that sent no ``shutdown_reply`` (killed, culled)."""
+        bridge = self.bridges.get(data.get("kernel_id", ""))
+        if bridge is None or data.get("status") != "success":
+            return
+        if data.get("action") in ("shutdown", "restart"):
+            bridge.kernel_gone(*_restart_or_shutdown(data["action"] == "restart"))
+
+    def stop(self) -> None:
+        """The server stops: close every bridge's comms and sockets."""
+        for bridge in list(self.bridges.values()):
+            bridge.server_stopping()
+        for task in self._starting.values():
+            task.cancel()
+

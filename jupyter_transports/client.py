@@ -1,0 +1,173 @@
+"""An async Python client of bridged comms, speaking the same frames as the browser.
+
+    async with await CommClient.open(server_url, kernel_id, "echo", token=token) as comm:
+        await comm.send({"hello": "kernel"})
+        reply = await comm.recv()          # a Message: .data and .buffers
+
+A refused handshake raises :class:`Refused` (with the HTTP status); once the server closes the
+socket, :meth:`CommClient.recv` raises :class:`CommClosed` (with the close code and reason).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from .errors import CloseCode
+from .framing import Buffers, FrameMode, decode_frame, dumps, pack_binary
+
+API_PATH = "api/transports/kernels"
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024  # accept anything up to 1 GiB from the server
+
+
+class TransportsClientError(Exception):
+    """Base of this client's errors."""
+
+
+class Refused(TransportsClientError):
+    """The server refused the WebSocket handshake."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class CommClosed(TransportsClientError):
+    """The socket is closed; ``code`` and ``reason`` say why."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"closed ({code}): {reason or ''}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class Message:
+    """One comm message."""
+
+    data: Any
+    buffers: list[bytes] = field(default_factory=list)
+
+
+def comm_url(server_url: str, kernel_id: str, *path: str, **query: str) -> str:
+    """The ``ws(s)://`` URL of an endpoint under ``server_url`` (its ``http(s)://`` base URL)."""
+    scheme, netloc, base, _, _ = urlsplit(server_url)
+    ws_scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    parts = [base.rstrip("/"), API_PATH, kernel_id, *(quote(p, safe="") for p in path)]
+    return urlunsplit((ws_scheme, netloc, "/".join(parts), urlencode(query), ""))
+
+
+class CommClient:
+    """One WebSocket bridged to one kernel comm."""
+
+    def __init__(self, connection: WebSocketClientConnection, mode: FrameMode) -> None:
+        self.connection = connection
+        self.mode = mode
+
+    @classmethod
+    async def open(
+        cls,
+        server_url: str,
+        kernel_id: str,
+        target_name: str,
+        *,
+        token: str | None = None,
+        data: dict[str, Any] | None = None,
+        frames: str = FrameMode.JSON.value,
+        **query: str,
+    ) -> CommClient:
+        """Open a new comm to ``target_name``; it closes when this client does."""
+        if data is not None:
+            query["data"] = json.dumps(data)
+        return await cls._connect(
+            comm_url(server_url, kernel_id, "targets", target_name, **query, frames=frames),
+            token,
+            FrameMode(frames),
+        )
+
+    @classmethod
+    async def attach(
+        cls,
+        server_url: str,
+        kernel_id: str,
+        comm_id: str,
+        *,
+        token: str | None = None,
+        frames: str = FrameMode.JSON.value,
+        **query: str,
+    ) -> CommClient:
+        """Attach to an existing comm (e.g. a widget's)."""
+        return await cls._connect(
+            comm_url(server_url, kernel_id, "comms", comm_id, **query, frames=frames),
+            token,
+            FrameMode(frames),
+        )
+
+    @classmethod
+    async def _connect(cls, url: str, token: str | None, mode: FrameMode) -> CommClient:
+        headers = {"Authorization": f"token {token}"} if token else {}
+        try:
+            connection = await websocket_connect(
+                HTTPRequest(url, headers=headers), max_message_size=DEFAULT_MAX_MESSAGE_SIZE
+            )
+        except HTTPClientError as e:
+            raise Refused(e.code, e.message or "") from None
+        return cls(connection, mode)
+
+    async def send(self, data: Any, buffers: Buffers = ()) -> None:
+        """Send one comm message."""
+        if buffers:
+            frame: str | bytes = pack_binary(dumps(data).encode(), buffers)
+        elif self.mode is FrameMode.TEXT and isinstance(data, str):
+            frame = data
+        else:
+            frame = dumps(data)
+        await self.send_frame(frame)
+
+    async def send_frame(self, frame: str | bytes) -> None:
+        """Send a raw frame."""
+        if self.connection.protocol is None:
+            raise CommClosed(self.close_code, self.close_reason)
+        await self.connection.write_message(frame, binary=isinstance(frame, bytes))
+
+    async def recv(self) -> Message:
+        """The next comm message; :class:`CommClosed` once the socket is closed."""
+        frame = await self.connection.read_message()
+        if frame is None:
+            raise CommClosed(self.close_code, self.close_reason)
+        data, buffers = decode_frame(frame, self.mode)
+        return Message(data, buffers)
+
+    def __aiter__(self) -> CommClient:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except CommClosed:
+            raise StopAsyncIteration from None
+
+    @property
+    def close_code(self) -> int | None:
+        return self.connection.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.connection.close_reason
+
+    async def close(self, code: int = CloseCode.COMM_CLOSED) -> None:
+        """Close the socket (and, if this client opened the comm, the comm) and wait for it."""
+        self.connection.close(code)
+        while await self.connection.read_message() is not None:
+            pass
+
+    async def __aenter__(self) -> CommClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,66 @@
+"""Close codes and the faults that lead to them, mapped in one place.
+
+A client fault closes that client's socket (or answers 4xx); a kernel or server fault closes with
+1011 (or answers 5xx). Everyone else on the kernel keeps being served.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes of the contract."""
+
+    COMM_CLOSED = 1000
+    GOING_AWAY = 1001  # kernel shut down, or server stopping
+    BAD_FRAME = 1007
+    READ_ONLY = 1008
+    TOO_BIG = 1009
+    BRIDGE_FAILED = 1011  # kernel died and was not restarted, or the bridge failed
+    RESTARTING = 1012
+    TOO_SLOW = 1013
+    NO_SUCH_COMM = 4404
+
+
+class TransportsError(Exception):
+    """Base of every fault this package raises on purpose."""
+
+    close_code: CloseCode = CloseCode.BRIDGE_FAILED
+    status: int = 500
+
+
+class ClientFault(TransportsError):
+    """The client sent something it may not, or cannot be understood."""
+
+    status = 400
+
+
+class BadFrame(ClientFault):
+    """A frame that cannot be decoded."""
+
+    close_code = CloseCode.BAD_FRAME
+
+
+class ReadOnly(ClientFault):
+    """A receive-only client tried to send."""
+
+    close_code = CloseCode.READ_ONLY
+    status = 403
+
+
+class CommNotFound(ClientFault):
+    """The comm does not exist, or the kernel refused to open it."""
+
+    close_code = CloseCode.NO_SUCH_COMM
+    status = 404
+
+
+class KernelFault(TransportsError):
+    """The kernel or its channels failed."""
+
+
+class KernelTimeout(KernelFault):
+    """The kernel did not answer within ``kernel_timeout``."""
+
+    status = 504

@@ -1,0 +1,127 @@
+"""Frames <-> comm messages: the wire format between a socket and the bridge (pure, no I/O).
+
+One comm message is one WebSocket frame, in both directions.
+
+Text frame (``frames=json``, the default)
+    The UTF-8 JSON of the comm message's ``data``. A text frame that is not JSON is a client
+    fault (close code 1007).
+
+Text frame (``frames=text``)
+    For protocols that frame their own messages: a string ``data`` travels as that text verbatim,
+    and a client's text frame reaches the kernel as a string ``data``, unparsed. Non-string
+    ``data`` from the kernel still goes out as its JSON text.
+
+Binary frame (any mode; used when the message carries buffers)
+    Jupyter's binary message layout, all integers big-endian uint32::
+
+        offset 0        n                 number of parts (>= 1)
+        offset 4        offset[0..n-1]    where each part starts, from the frame's start
+        offset[0]       part 0            UTF-8 JSON of ``data``
+        offset[i]       part i            buffer i-1, raw bytes, in order
+
+    A part ends where the next begins; the last ends with the frame.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+from jupyter_client.jsonutil import json_default
+
+from .errors import BadFrame
+
+Buffers = list[bytes] | tuple[bytes, ...]
+Frame = str | bytes
+
+_UINT32 = struct.Struct("!I")
+
+
+class FrameMode(str, Enum):
+    """How a socket's text frames map to comm ``data`` (the ``frames`` query parameter)."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON, with Jupyter's encoding of dates and bytes."""
+    return json.dumps(data, default=json_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
+    """Lay ``data_json`` and ``buffers`` out as one binary frame."""
+    parts = [data_json, *buffers]
+    n = len(parts)
+    offsets = []
+    position = 4 * (n + 1)
+    for part in parts:
+        offsets.append(position)
+        position += len(part)
+    header = struct.pack(f"!{n + 1}I", n, *offsets)
+    return b"".join([header, *parts])
+
+
+def unpack_binary(frame: bytes) -> tuple[bytes, list[bytes]]:
+    """Split a binary frame into (part 0, buffers); :class:`BadFrame` if the layout is broken."""
+    view = memoryview(frame)
+    if len(view) < 4:
+        raise BadFrame("binary frame shorter than its part count")
+    (n,) = _UINT32.unpack_from(view, 0)
+    header_end = 4 * (n + 1)
+    if n < 1 or header_end > len(view):
+        raise BadFrame(f"binary frame declares {n} parts but cannot hold their offsets")
+    offsets = [*struct.unpack_from(f"!{n}I", view, 4), len(view)]
+    if offsets[0] < header_end or any(a > b for a, b in zip(offsets, offsets[1:])):
+        raise BadFrame("binary frame offsets are out of order or out of range")
+    parts = [bytes(view[start:stop]) for start, stop in zip(offsets, offsets[1:])]
+    return parts[0], parts[1:]
+
+
+def decode_frame(frame: Frame, mode: FrameMode) -> tuple[Any, list[bytes]]:
+    """A client's frame -> (comm ``data``, buffers); :class:`BadFrame` if it cannot be decoded."""
+    if isinstance(frame, str):
+        if mode is FrameMode.TEXT:
+            return frame, []
+        return _loads(frame), []
+    head, buffers = unpack_binary(frame)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadFrame("part 0 of a binary frame is not UTF-8") from e
+    return _loads(text), buffers
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise BadFrame(f"frame is not JSON: {e}") from e
+
+
+@dataclass
+class OutgoingFrame:
+    """One kernel comm message, encoded at most once per frame mode for all its recipients."""
+
+    data: Any
+    buffers: Buffers = field(default_factory=list)
+
+    @cached_property
+    def _json(self) -> str:
+        return dumps(self.data)
+
+    @cached_property
+    def _binary(self) -> bytes:
+        return pack_binary(self._json.encode("utf-8"), self.buffers)
+
+    def for_mode(self, mode: FrameMode) -> Frame:
+        """The frame a socket in ``mode`` receives."""
+        if self.buffers:
+            return self._binary
+        if mode is FrameMode.TEXT and isinstance(self.data, str):
+            return self.data
+        return self._json

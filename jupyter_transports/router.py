@@ -1,0 +1,237 @@
+"""Which socket sees which comm message: the routing table of one kernel (pure, no I/O).
+
+Events come in as method calls (a client opens, attaches, sends, leaves; the kernel sends a comm
+message; the kernel goes away); what the I/O side must do comes back as a list of actions.
+
+Rules, in plain words:
+
+1. A client is attached to exactly one comm. A comm has at most one owner: the client whose
+   socket opened it. Comms the kernel opened have none and outlive every client.
+2. A comm message from the kernel reaches every client attached to that comm, once; if its
+   metadata holds ``transports.to``, only the listed clients among them. Nothing else the kernel
+   sends reaches any client.
+3. Every message sent to the kernel on a client's behalf carries ``metadata.transports`` with the
+   client's id and user, so the kernel knows who spoke.
+4. When a comm ends, every client attached to it is closed, and forgotten at once: a ``Close``
+   action is the router's last word about that client.
+5. A ``comm_close`` from the kernel in answer to the ``comm_open`` (its parent) is a refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CloseCode, CommNotFound, ReadOnly
+from .framing import Buffers, OutgoingFrame
+
+COMM_OPEN = "comm_open"
+COMM_MSG = "comm_msg"
+COMM_CLOSE = "comm_close"
+COMM_MSG_TYPES = frozenset({COMM_OPEN, COMM_MSG, COMM_CLOSE})
+
+METADATA_KEY = "transports"  # metadata["transports"] on every comm message the bridge sends
+CLIENT_KEY = "client"
+USER_KEY = "user"
+QUERY_KEY = "query"
+TO_KEY = "to"  # metadata["transports"]["to"] on a kernel message: the only recipients
+
+CLOSED_BY_KERNEL = "comm closed by the kernel"
+CLOSED_BY_OWNER = "comm closed by the client that opened it"
+CLOSED_BY_REQUEST = "comm closed by request"
+REFUSED_BY_KERNEL = "the kernel refused the comm"
+
+
+@dataclass(frozen=True)
+class Client:
+    """One socket (or other subscriber) on one comm."""
+
+    id: str
+    comm_id: str
+    user: str
+    can_send: bool = True
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Send ``frame`` to each of ``clients``."""
+
+    clients: tuple[str, ...]
+    frame: OutgoingFrame
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close ``client``'s socket with ``code``."""
+
+    client: str
+    code: CloseCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class ToKernel:
+    """Send a comm message to the kernel's shell channel."""
+
+    msg_type: str
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    buffers: Buffers = ()
+
+
+Action = Deliver | Close | ToKernel
+
+
+@dataclass
+class Comm:
+    """A comm the bridge knows about, and who is attached to it (insertion-ordered)."""
+
+    id: str
+    target_name: str
+    owner: str | None = None
+    clients: dict[str, Client] = field(default_factory=dict)
+
+
+class Router:
+    """The routing table of one kernel's comms."""
+
+    def __init__(self) -> None:
+        self.comms: dict[str, Comm] = {}
+        self.clients: dict[str, Client] = {}
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def open_comm(
+        self, client: Client, target_name: str, data: Any, query: Mapping[str, str]
+    ) -> list[Action]:
+        """``client`` opens a new comm (``client.comm_id``) to ``target_name`` and owns it."""
+        comm = Comm(client.comm_id, target_name, owner=client.id)
+        self.comms[comm.id] = comm
+        self._add(comm, client)
+        metadata = _metadata(client)
+        metadata[METADATA_KEY][QUERY_KEY] = dict(query)
+        content = {"comm_id": comm.id, "target_name": target_name, "data": data}
+        return [ToKernel(COMM_OPEN, content, metadata)]
+
+    def attach(self, client: Client) -> None:
+        """``client`` starts receiving the messages of an existing comm."""
+        comm = self.comms.get(client.comm_id)
+        if comm is None:
+            raise CommNotFound(f"no comm {client.comm_id}")
+        self._add(comm, client)
+
+    def send(self, client_id: str, data: Any, buffers: Buffers = ()) -> list[Action]:
+        """A client sends a message on its comm."""
+        client = self.clients.get(client_id)
+        if client is None:
+            return []  # already closed: its last frames are dropped with its socket
+        if not client.can_send:
+            raise ReadOnly("this client may only receive")
+        content = {"comm_id": client.comm_id, "data": data}
+        return [ToKernel(COMM_MSG, content, _metadata(client), buffers)]
+
+    def leave(self, client_id: str) -> list[Action]:
+        """A client went away; if it owned its comm, the comm ends too."""
+        client = self.clients.pop(client_id, None)
+        if client is None:
+            return []
+        comm = self.comms[client.comm_id]
+        del comm.clients[client_id]
+        if comm.owner != client_id:
+            return []
+        del self.comms[comm.id]
+        content = {"comm_id": comm.id, "data": {}}
+        return [ToKernel(COMM_CLOSE, content, _metadata(client)), *self._close_all(comm, CLOSED_BY_OWNER)]
+
+    def close_comm(self, comm_id: str, reason: str = CLOSED_BY_REQUEST) -> list[Action]:
+        """Close a comm on behalf of the server (not of one client)."""
+        comm = self.comms.pop(comm_id, None)
+        if comm is None:
+            raise CommNotFound(f"no comm {comm_id}")
+        content = {"comm_id": comm_id, "data": {}}
+        return [ToKernel(COMM_CLOSE, content, {}), *self._close_all(comm, reason)]
+
+    # -- kernel ------------------------------------------------------------------------------
+
+    def comm_exists(self, comm_id: str, target_name: str) -> None:
+        """The kernel has this comm (it opened it, or said so in a ``comm_info_reply``)."""
+        self.comms.setdefault(comm_id, Comm(comm_id, target_name))
+
+    def from_kernel(
+        self,
+        msg_type: str,
+        content: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        buffers: Buffers = (),
+        parent_msg_type: str | None = None,
+    ) -> list[Action]:
+        """A comm message arrived on the kernel's iopub channel."""
+        comm_id = content.get("comm_id")
+        if msg_type == COMM_OPEN:
+            self.comm_exists(comm_id, content.get("target_name", ""))
+            return []
+        comm = self.comms.get(comm_id)
+        if comm is None:
+            return []
+        if msg_type == COMM_MSG:
+            recipients = _recipients(comm, metadata)
+            if not recipients:
+                return []
+            return [Deliver(recipients, OutgoingFrame(content.get("data"), buffers))]
+        if msg_type == COMM_CLOSE:
+            del self.comms[comm_id]
+            if parent_msg_type == COMM_OPEN:
+                return self._close_all(comm, REFUSED_BY_KERNEL, CloseCode.NO_SUCH_COMM)
+            actions: list[Action] = []
+            data = content.get("data")
+            if data or buffers:
+                actions.append(Deliver(tuple(comm.clients), OutgoingFrame(data, buffers)))
+            return actions + self._close_all(comm, CLOSED_BY_KERNEL)
+        return []
+
+    def kernel_gone(self, code: CloseCode, reason: str) -> list[Action]:
+        """The kernel restarted, shut down or died: every comm is gone with it."""
+        actions: list[Action] = [Close(client_id, code, reason) for client_id in self.clients]
+        self.comms.clear()
+        self.clients.clear()
+        return actions
+
+    def server_stopping(self, reason: str) -> list[Action]:
+        """The server stops: close the comms clients opened in the kernel, then every client."""
+        actions: list[Action] = [
+            ToKernel(COMM_CLOSE, {"comm_id": comm.id, "data": {}}, {})
+            for comm in self.comms.values()
+            if comm.owner is not None
+        ]
+        return actions + self.kernel_gone(CloseCode.GOING_AWAY, reason)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _add(self, comm: Comm, client: Client) -> None:
+        comm.clients[client.id] = client
+        self.clients[client.id] = client
+
+    def _close_all(
+        self, comm: Comm, reason: str, code: CloseCode = CloseCode.COMM_CLOSED
+    ) -> list[Action]:
+        for client_id in comm.clients:
+            del self.clients[client_id]
+        return [Close(client_id, code, reason) for client_id in comm.clients]
+
+
+def _metadata(client: Client) -> dict[str, Any]:
+    return {METADATA_KEY: {CLIENT_KEY: client.id, USER_KEY: client.user}}
+
+
+def _recipients(comm: Comm, metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    to = _addressees(metadata)
+    if to is None:
+        return tuple(comm.clients)
+    return tuple(client_id for client_id in to if client_id in comm.clients)
+
+
+def _addressees(metadata: Mapping[str, Any]) -> Iterable[str] | None:
+    transports = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
+    to = transports.get(TO_KEY) if isinstance(transports, Mapping) else None
+    return dict.fromkeys(to) if isinstance(to, list) else None

@@ -1,0 +1,206 @@
+"""The WebSocket endpoints: one socket is one client of one comm.
+
+Each handler checks the handshake (auth, kernel, comm, parameters) before the upgrade, then each
+WebSocket event is one call into the kernel's bridge. The socket is the bridge's sink.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.iostream import StreamBufferFullError
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from .bridge import BridgeManager, KernelBridge
+from .errors import CloseCode, CommNotFound, TransportsError
+from .framing import FrameMode, OutgoingFrame, decode_frame
+from .router import Client
+
+AUTH_RESOURCE = "kernels"
+EXECUTE = "execute"
+READ = "read"
+TOKEN_PARAM = "token"
+DATA_PARAM = "data"
+FRAMES_PARAM = "frames"
+MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
+
+
+class TransportsHandlerMixin(ExtensionHandlerMixin):
+    """What every handler of the extension reads from the app."""
+
+    @property
+    def bridges(self) -> BridgeManager:
+        return self.extensionapp.bridges  # type: ignore[attr-defined,no-any-return]
+
+    def check_kernel(self, kernel_id: str) -> None:
+        if not self.bridges.kernel_exists(kernel_id):
+            raise web.HTTPError(404, f"no kernel {kernel_id}")
+
+    def check_target(self, target_name: str) -> None:
+        allowed = self.extensionapp.allowed_targets  # type: ignore[attr-defined]
+        if allowed is not None and target_name not in allowed:
+            raise web.HTTPError(403, f"comm target {target_name!r} is not allowed")
+
+
+class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
+    """A WebSocket bridged to one kernel comm."""
+
+    auth_resource = AUTH_RESOURCE
+    bridge: KernelBridge | None = None
+    client: Client
+
+    def set_default_headers(self) -> None:
+        """Jupyter's default headers (CSP and the like) do not apply to a socket."""
+
+    @property
+    def max_message_size(self) -> int:
+        return self.extensionapp.max_message_bytes  # type: ignore[attr-defined,no-any-return]
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return self.settings.get("websocket_compression_options")
+
+    def parse_common(self, kernel_id: str) -> None:
+        """Checks and parameters shared by both endpoints, before any upgrade."""
+        self.check_kernel(kernel_id)
+        frames = self.get_query_argument(FRAMES_PARAM, FrameMode.JSON.value)
+        try:
+            self.mode = FrameMode(frames)
+        except ValueError:
+            raise web.HTTPError(400, f"frames must be 'json' or 'text', not {frames!r}") from None
+
+    def new_client(self, comm_id: str, *, can_send: bool) -> Client:
+        return Client(uuid.uuid4().hex, comm_id, self.current_user.username, can_send)
+
+    async def upgrade(
+        self,
+        kernel_id: str,
+        *args: str,
+        check: Callable[[KernelBridge], Awaitable[None]] | None = None,
+    ) -> None:
+        """Hold the kernel's bridge for the socket's lifetime, ``check``, accept the WebSocket."""
+        try:
+            self.bridge = await self.bridges.acquire(kernel_id)
+            if check is not None:
+                await check(self.bridge)
+            await WebSocketHandler.get(self, kernel_id, *args)
+        except TransportsError as e:
+            raise web.HTTPError(e.status, str(e)) from e
+        finally:
+            if self.ws_connection is None:  # no upgrade: no on_close will follow
+                self.release()
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        super().open(*args, **kwargs)  # WebSocketMixin's keep-alive pings
+        self.set_nodelay(True)
+        self.ws_connection.stream.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[union-attr,attr-defined]
+        self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
+
+    def on_message(self, message: str | bytes) -> None:
+        assert self.bridge is not None
+        try:
+            data, buffers = decode_frame(message, self.mode)
+            self.bridge.send(self.client.id, data, buffers)
+        except TransportsError as e:
+            self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
+            self.close(e.close_code, str(e))
+
+    def on_close(self) -> None:
+        self.log.debug("Client %s of comm %s closed", self.client.id, self.client.comm_id)
+        self.release()
+
+    def release(self) -> None:
+        if self.bridge is not None:
+            self.bridge.leave(self.client.id)
+            self.bridges.release(self.bridge)
+            self.bridge = None
+
+    # -- the bridge's sink ---------------------------------------------------------------------
+
+    def deliver(self, frame: OutgoingFrame) -> None:
+        message = frame.for_mode(self.mode)
+        try:
+            self.write_message(message, binary=isinstance(message, bytes))
+        except StreamBufferFullError:
+            self.log.warning("Client %s fell too far behind; closing it", self.client.id)
+            assert self.ws_connection is not None
+            self.ws_connection.stream.max_write_buffer_size = None  # type: ignore[attr-defined]
+            self.release()
+            self.close(CloseCode.TOO_SLOW, "client fell too far behind")
+        except WebSocketClosedError:
+            pass  # on_close follows and says goodbye to the bridge
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if reason is not None:
+            reason = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+        super().close(code, reason)
+
+
+class NewCommHandler(CommSocketHandler):
+    """``…/targets/{target_name}``: open a new comm, owned by this socket."""
+
+    @ws_authenticated
+    @authorized(EXECUTE, resource=AUTH_RESOURCE)
+    async def get(self, kernel_id: str, target_name: str) -> None:
+        self.parse_common(kernel_id)
+        self.check_target(target_name)
+        self.target_name = target_name
+        self.data = self.parse_data()
+        self.query = {
+            name: values[-1].decode("utf-8", "replace")
+            for name, values in self.request.query_arguments.items()
+            if name != TOKEN_PARAM
+        }
+        self.client = self.new_client(uuid.uuid4().hex, can_send=True)
+        await self.upgrade(kernel_id, target_name)
+
+    def parse_data(self) -> Any:
+        text = self.get_query_argument(DATA_PARAM, None)
+        if text is None:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise web.HTTPError(400, f"data is not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "data must be a JSON object")
+        return data
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        super().open(*args, **kwargs)
+        assert self.bridge is not None
+        self.bridge.open_comm(self.client, self, self.target_name, self.data, self.query)
+
+
+class AttachHandler(CommSocketHandler):
+    """``…/comms/{comm_id}``: receive (and, with ``execute``, send on) an existing comm."""
+
+    @ws_authenticated
+    @authorized(READ, resource=AUTH_RESOURCE)
+    async def get(self, kernel_id: str, comm_id: str) -> None:
+        self.parse_common(kernel_id)
+        can_send = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, EXECUTE, AUTH_RESOURCE)
+        )
+        self.client = self.new_client(comm_id, can_send=can_send)
+        await self.upgrade(kernel_id, comm_id, check=self.check_comm)
+
+    async def check_comm(self, bridge: KernelBridge) -> None:
+        if not await bridge.has_comm(self.client.comm_id):
+            raise web.HTTPError(404, f"no comm {self.client.comm_id} in this kernel")
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        super().open(*args, **kwargs)
+        assert self.bridge is not None
+        try:
+            self.bridge.attach(self.client, self)
+        except CommNotFound:
+            self.close(CloseCode.NO_SUCH_COMM, "the comm no longer exists")

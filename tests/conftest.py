@@ -1,0 +1,179 @@
+"""Fixtures: a real Jupyter server with the extension, real ipykernel kernels with test targets."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from traitlets.config import Config
+
+from jupyter_transports.client import CommClient, CommClosed
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+TIMEOUT = 30  # seconds: every wait on a socket or the kernel is bounded
+
+# Comm targets the tests talk to, registered in every test kernel.
+KERNEL_TARGETS = textwrap.dedent(
+    """
+    from comm import create_comm, get_comm_manager
+
+    def echo(comm, open_msg):
+        # every message back as it came, buffers included
+        comm.on_msg(lambda msg: comm.send(msg["content"]["data"], buffers=msg["buffers"]))
+
+    def whoami(comm, open_msg):
+        # what the kernel learns of the client: at open, and on every message
+        comm.send({"comm_id": comm.comm_id, "data": open_msg["content"]["data"],
+                   "metadata": open_msg["metadata"]})
+        comm.on_msg(lambda msg: comm.send({"data": msg["content"]["data"],
+                                           "metadata": msg["metadata"]}))
+
+    def flood(comm, open_msg):
+        # {"count": n, "size": s}: n messages of s bytes each
+        def on_msg(msg):
+            request = msg["content"]["data"]
+            for i in range(request["count"]):
+                comm.send({"i": i, "pad": "x" * request["size"]})
+        comm.on_msg(on_msg)
+
+    for _name, _target in [("echo", echo), ("whoami", whoami), ("flood", flood)]:
+        get_comm_manager().register_target(_name, _target)
+    """
+)
+
+
+@pytest.fixture
+def transports_config() -> dict[str, Any]:
+    """Traits of ``TransportsExtension`` for one test; override to change them."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(transports_config: dict[str, Any]) -> Config:
+    return Config(
+        {
+            "ServerApp": {"jpserver_extensions": {"jupyter_transports": True}},
+            "TransportsExtension": transports_config,
+        }
+    )
+
+
+@pytest.fixture
+def server_url(jp_serverapp: Any, jp_http_port: int, jp_base_url: str) -> str:
+    return f"http://localhost:{jp_http_port}{jp_base_url}"
+
+
+@pytest.fixture
+def token(jp_serverapp: Any) -> str:
+    return jp_serverapp.identity_provider.token
+
+
+@dataclass
+class Kernel:
+    """A kernel of the test server, and a client to run code in it."""
+
+    id: str
+    client: Any
+
+    async def execute(self, code: str) -> None:
+        """Run ``code``; fail the test if it raises."""
+        reply = await self.client.execute_interactive(
+            textwrap.dedent(code), timeout=TIMEOUT, output_hook=lambda msg: None
+        )
+        content = reply["content"]
+        assert content["status"] == "ok", "\n".join(content.get("traceback", []))
+
+    async def evaluate(self, expression: str) -> Any:
+        """The value of a JSON-able Python expression in the kernel."""
+        reply = await self.client.execute_interactive(
+            "",
+            user_expressions={"value": f"__import__('json').dumps({expression})"},
+            timeout=TIMEOUT,
+        )
+        value = reply["content"]["user_expressions"]["value"]
+        assert value["status"] == "ok", value
+        return json.loads(ast.literal_eval(value["data"]["text/plain"]))
+
+    async def comm_ids(self, target_name: str) -> list[str]:
+        """The kernel's own view of its open comms to ``target_name``."""
+        msg_id = self.client.comm_info(target_name)
+        while True:
+            reply = await self.client.get_shell_msg(timeout=TIMEOUT)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return list(reply["content"]["comms"])
+
+
+@pytest.fixture
+def kernel(jp_serverapp: Any, jp_fetch: Any, jp_asyncio_loop: Any) -> Iterator[Kernel]:
+    """A new ipykernel in the test server, with the test targets registered."""
+
+    async def start() -> Kernel:
+        body = json.dumps({"name": "python3"})
+        response = await jp_fetch("api", "kernels", method="POST", body=body)
+        kernel_id = json.loads(response.body)["id"]
+        client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=TIMEOUT)
+        kernel = Kernel(kernel_id, client)
+        await kernel.execute(KERNEL_TARGETS)
+        return kernel
+
+    kernel = jp_asyncio_loop.run_until_complete(start())
+    yield kernel
+    kernel.client.stop_channels()
+
+
+Connect = Callable[..., Awaitable[CommClient]]
+
+
+@pytest.fixture
+def open_comm(server_url: str, token: str, kernel: Kernel, jp_asyncio_loop: Any) -> Iterator[Connect]:
+    """Open a new comm to a target of the test kernel: ``await open_comm("echo")``."""
+    yield from _connecting(server_url, token, kernel, CommClient.open, jp_asyncio_loop)
+
+
+@pytest.fixture
+def attach(server_url: str, token: str, kernel: Kernel, jp_asyncio_loop: Any) -> Iterator[Connect]:
+    """Attach to an existing comm of the test kernel: ``await attach(comm_id)``."""
+    yield from _connecting(server_url, token, kernel, CommClient.attach, jp_asyncio_loop)
+
+
+def _connecting(
+    server_url: str, token: str, kernel: Kernel, connect: Connect, loop: Any
+) -> Iterator[Connect]:
+    clients: list[CommClient] = []
+
+    async def inner(name: str, **kwargs: Any) -> CommClient:
+        kwargs.setdefault("token", token)
+        client = await asyncio.wait_for(connect(server_url, kernel.id, name, **kwargs), TIMEOUT)
+        clients.append(client)
+        return client
+
+    yield inner
+
+    async def close_all() -> None:
+        for client in clients:
+            if client.close_code is None:
+                await asyncio.wait_for(client.close(), TIMEOUT)
+
+    loop.run_until_complete(close_all())
+
+
+async def recv(client: CommClient) -> Any:
+    """The next message's data, within the timeout."""
+    return (await asyncio.wait_for(client.recv(), TIMEOUT)).data
+
+
+async def closed(client: CommClient) -> tuple[int | None, str | None]:
+    """Wait for the server to close ``client``; its close code and reason."""
+    with pytest.raises(CommClosed) as info:
+        while True:
+            await asyncio.wait_for(client.recv(), TIMEOUT)
+    return info.value.code, info.value.reason
