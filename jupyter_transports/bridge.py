@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -264,7 +265,12 @@ class BridgeManager:
             self.release(bridge)
 
     async def _start(self, kernel_id: str) -> KernelBridge:
-        channels = ClientChannels(self.kernel_manager.get_kernel(kernel_id).client())
+        kernel = self.kernel_manager.get_kernel(kernel_id)
+        # A session of its own: a shell socket's identity is its session id, and the kernel
+        # answers only one of the sockets that share one.
+        session = kernel.session.clone()
+        session.session = uuid.uuid4().hex
+        channels = ClientChannels(kernel.client(session=session))
         bridge = KernelBridge(
             kernel_id,
             channels,

@@ -162,9 +162,11 @@ class CommClient:
 
     async def close(self, code: int = CloseCode.COMM_CLOSED) -> None:
         """Close the socket (and, if this client opened the comm, the comm) and wait for it."""
+        closed_by_server = self.close_code is not None
         self.connection.close(code)
-        while await self.connection.read_message() is not None:
-            pass
+        if not closed_by_server:
+            while await self.connection.read_message() is not None:
+                pass
 
     async def __aenter__(self) -> CommClient:
         return self

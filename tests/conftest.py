@@ -66,7 +66,8 @@ def jp_server_config(transports_config: dict[str, Any]) -> Config:
 
 
 @pytest.fixture
-def server_url(jp_serverapp: Any, jp_http_port: int, jp_base_url: str) -> str:
+def server_url(jp_serverapp: Any, http_server: Any, jp_http_port: int, jp_base_url: str) -> str:
+    """The base URL of the running test server."""
     return f"http://localhost:{jp_http_port}{jp_base_url}"
 
 
@@ -111,13 +112,11 @@ class Kernel:
 
 
 @pytest.fixture
-def kernel(jp_serverapp: Any, jp_fetch: Any, jp_asyncio_loop: Any) -> Iterator[Kernel]:
+def kernel(jp_serverapp: Any, jp_asyncio_loop: Any) -> Iterator[Kernel]:
     """A new ipykernel in the test server, with the test targets registered."""
 
     async def start() -> Kernel:
-        body = json.dumps({"name": "python3"})
-        response = await jp_fetch("api", "kernels", method="POST", body=body)
-        kernel_id = json.loads(response.body)["id"]
+        kernel_id = await jp_serverapp.kernel_manager.start_kernel(kernel_name="python3")
         client = jp_serverapp.kernel_manager.get_kernel(kernel_id).client()
         client.start_channels()
         await client.wait_for_ready(timeout=TIMEOUT)
@@ -160,8 +159,7 @@ def _connecting(
 
     async def close_all() -> None:
         for client in clients:
-            if client.close_code is None:
-                await asyncio.wait_for(client.close(), TIMEOUT)
+            await asyncio.wait_for(client.close(), TIMEOUT)
 
     loop.run_until_complete(close_all())
 

@@ -7,10 +7,22 @@ import json
 import uuid
 
 import pytest
+import websockets
 
-from jupyter_transports.client import CommClient, Refused
+from jupyter_transports.client import CommClient, Refused, comm_url
+from jupyter_transports.errors import CloseCode
+from jupyter_transports.framing import FrameMode
 
 from .conftest import TIMEOUT, closed, recv
+
+WIDGET = """
+from comm import create_comm
+widget = create_comm(target_name="test.widget", data={})
+def reply_to_sender(msg):
+    sender = msg["metadata"]["transports"]["client"]
+    widget.send({"to_you": sender}, metadata={"transports": {"to": [sender]}})
+widget.on_msg(reply_to_sender)
+"""
 
 
 async def test_echo_keeps_order(open_comm):
@@ -27,3 +39,200 @@ async def test_buffer_round_trip(open_comm):
     message = await asyncio.wait_for(comm.recv(), TIMEOUT)
     assert message.data == {"kind": "blob"}
     assert message.buffers == [payload, b"second"]
+
+
+async def test_kernel_sees_open_data_query_and_identity(open_comm):
+    comm = await open_comm("whoami", data={"x": [1, 2]}, color="blue", color2="red")
+    opened = await recv(comm)
+    assert opened["data"] == {"x": [1, 2]}
+    who = opened["metadata"]["transports"]
+    assert isinstance(who["client"], str) and who["client"]
+    assert isinstance(who["user"], str) and who["user"]
+    assert who["query"] == {
+        "data": json.dumps({"x": [1, 2]}),
+        "color": "blue",
+        "color2": "red",
+        "frames": "json",
+    }
+
+    await comm.send("hello")
+    said = await recv(comm)
+    assert said["data"] == "hello"
+    assert said["metadata"]["transports"] == {"client": who["client"], "user": who["user"]}
+
+
+async def test_token_in_query_is_not_passed_on(server_url, token, kernel):
+    url = comm_url(server_url, kernel.id, "targets", "whoami", token=token)
+    comm = await CommClient._connect(url, None, FrameMode.JSON)
+    opened = await recv(comm)
+    assert "token" not in opened["metadata"]["transports"]["query"]
+    await comm.close()
+
+
+async def test_fan_out_to_attached_sockets_and_unicast(kernel, attach):
+    await kernel.execute(WIDGET)
+    comm_id = await kernel.evaluate("widget.comm_id")
+    sockets = [await attach(comm_id) for _ in range(3)]
+
+    await kernel.execute("for i in range(50): widget.send({'i': i})")
+    for socket in sockets:
+        assert [await recv(socket) for _ in range(50)] == [{"i": i} for i in range(50)]
+
+    await sockets[1].send({"ping": True})
+    reply = await recv(sockets[1])
+    assert set(reply) == {"to_you"}
+    await kernel.execute("widget.send('after')")
+    for socket in (sockets[0], sockets[2]):
+        assert await recv(socket) == "after"  # the unicast reply never reached them
+    assert await recv(sockets[1]) == "after"
+
+
+async def test_attached_socket_closed_when_owner_leaves(open_comm, attach, kernel):
+    owner = await open_comm("whoami")
+    comm_id = (await recv(owner))["comm_id"]
+    follower = await attach(comm_id)
+    await owner.send("to everyone")
+    assert (await recv(follower))["data"] == "to everyone"
+
+    await owner.close()
+    code, reason = await closed(follower)
+    assert code == CloseCode.COMM_CLOSED
+    assert "opened it" in reason
+
+
+async def test_comms_are_isolated_and_other_output_is_not_routed(open_comm, kernel):
+    first, second = await open_comm("echo"), await open_comm("echo")
+    await kernel.execute("print('not for sockets')")
+    await first.send("one")
+    await second.send("two")
+    assert await recv(first) == "one"
+    assert await recv(second) == "two"
+    await first.send("again")
+    assert await recv(first) == "again"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(second.recv(), 0.5)
+
+
+async def test_no_token_is_refused(server_url, kernel):
+    with pytest.raises(Refused) as info:
+        await CommClient.open(server_url, kernel.id, "echo", token=None)
+    assert info.value.status == 403
+
+
+async def test_unknown_kernel_and_comm_are_404(server_url, token, kernel):
+    with pytest.raises(Refused) as info:
+        await CommClient.open(server_url, str(uuid.uuid4()), "echo", token=token)
+    assert info.value.status == 404
+    with pytest.raises(Refused) as info:
+        await CommClient.attach(server_url, kernel.id, "no-such-comm", token=token)
+    assert info.value.status == 404
+
+
+async def test_bad_handshake_parameters_are_400(server_url, token, kernel):
+    for params in ({"data": "[1, 2]"}, {"data": "{not json"}, {"frames": "xml"}):
+        with pytest.raises(Refused) as info:
+            await CommClient._connect(
+                comm_url(server_url, kernel.id, "targets", "echo", **params), token, FrameMode.JSON
+            )
+        assert info.value.status == 400
+
+
+async def test_unknown_target_closes_4404(open_comm):
+    comm = await open_comm("no.such.target")
+    code, _ = await closed(comm)
+    assert code == CloseCode.NO_SUCH_COMM
+
+
+@pytest.mark.parametrize("frame", ["{not json", b"\x00\x00\x00\x05short", b"\x00\x00\x00\x01\x00\x00\x00\x08\xff"])
+async def test_undecodable_frame_closes_1007(open_comm, frame):
+    comm = await open_comm("echo")
+    await comm.send_frame(frame)
+    code, _ = await closed(comm)
+    assert code == CloseCode.BAD_FRAME
+    other = await open_comm("echo")  # the server keeps serving
+    await other.send("still here")
+    assert await recv(other) == "still here"
+
+
+@pytest.mark.parametrize("transports_config", [{"max_message_bytes": 1024}])
+async def test_frame_over_limit_closes_1009(open_comm, kernel):
+    comm = await open_comm("echo")
+    await comm.send("x" * 1000)
+    assert await recv(comm) == "x" * 1000
+    await comm.send("x" * 2000)
+    code, _ = await closed(comm)
+    assert code == CloseCode.TOO_BIG
+    other = await open_comm("echo")
+    await other.send("small")
+    assert await recv(other) == "small"
+
+
+@pytest.mark.parametrize("transports_config", [{"allowed_targets": ["echo"]}])
+async def test_target_not_allowed_is_403(open_comm):
+    await open_comm("echo")
+    with pytest.raises(Refused) as info:
+        await open_comm("whoami")
+    assert info.value.status == 403
+
+
+async def test_restart_closes_1012(open_comm, jp_fetch, kernel):
+    comm = await open_comm("echo")
+    await jp_fetch("api", "kernels", kernel.id, "restart", method="POST", body="")
+    code, _ = await closed(comm)
+    assert code == CloseCode.RESTARTING
+
+
+async def test_shutdown_closes_1001(open_comm, jp_fetch, kernel):
+    comm = await open_comm("echo")
+    await jp_fetch("api", "kernels", kernel.id, method="DELETE")
+    code, _ = await closed(comm)
+    assert code == CloseCode.GOING_AWAY
+
+
+async def test_no_comm_left_behind(open_comm, kernel):
+    sockets = [await open_comm("echo") for _ in range(30)]
+    for socket in sockets:
+        await socket.send("hi")
+        assert await recv(socket) == "hi"
+    assert len(await kernel.comm_ids("echo")) == 30
+    for socket in sockets:
+        await socket.close()
+    await kernel.execute("pass")  # the comm_close messages were handled before this
+    assert await kernel.comm_ids("echo") == []
+
+
+async def test_server_stop_closes_comms_1001(open_comm, kernel, jp_serverapp):
+    comm = await open_comm("echo")
+    await comm.send("hi")
+    assert await recv(comm) == "hi"
+    await jp_serverapp.extension_manager.stop_all_extensions()
+    code, _ = await closed(comm)
+    assert code == CloseCode.GOING_AWAY
+    await kernel.execute("pass")
+    assert await kernel.comm_ids("echo") == []
+
+
+@pytest.mark.parametrize("transports_config", [{"client_buffer_bytes": 256 * 1024}])
+async def test_slow_client_closed_1013(server_url, token, kernel, jp_serverapp, open_comm):
+    fast = await open_comm("echo")
+    url = comm_url(server_url, kernel.id, "targets", "flood", token=token)
+    async with websockets.connect(url, max_queue=1, max_size=None) as slow:
+        await slow.send(json.dumps({"count": 200, "size": 128 * 1024}))
+        bridge = jp_serverapp.extension_manager.extension_apps["jupyter_transports"]
+        bridge = next(iter(bridge)).bridges.bridges[kernel.id]
+        async with asyncio.timeout(TIMEOUT):
+            while any(c.comm_id != _comm_of(fast, bridge) for c in bridge.router.clients.values()):
+                await asyncio.sleep(0.05)
+        received = 0
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            async with asyncio.timeout(TIMEOUT):
+                async for _ in slow:
+                    received += 1
+        assert info.value.rcvd.code == CloseCode.TOO_SLOW
+        assert received < 200
+    await fast.send("unaffected")
+    assert await recv(fast) == "unaffected"
+
+
+def _comm_of(client, bridge):
+    return next(c.comm_id for c in bridge.router.clients.values())
