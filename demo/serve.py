@@ -19,7 +19,8 @@ KERNEL_CODE = textwrap.dedent(
 
     def echo(comm, open_msg):
         who = open_msg["metadata"]["transports"]
-        comm.send({"hello": who["user"], "you_are": who["client"], "data": open_msg["content"]["data"]})
+        opened_with = open_msg["content"]["data"]
+        comm.send({"hello": who["user"], "you_are": who["client"], "data": opened_with})
         comm.on_msg(lambda msg: comm.send(msg["content"]["data"], buffers=msg["buffers"]))
 
     get_comm_manager().register_target("echo", echo)

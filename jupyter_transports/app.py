@@ -47,6 +47,7 @@ class TransportsExtension(ExtensionApp):
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
 
     def initialize_settings(self) -> None:
+        assert self.serverapp is not None
         self.bridges = BridgeManager(
             self.serverapp.kernel_manager,
             kernel_timeout=self.kernel_timeout,

@@ -79,6 +79,7 @@ class KernelBridge:
         self, client: Client, sink: Sink, target_name: str, data: Any, query: Mapping[str, str]
     ) -> None:
         """Open a new comm in the kernel, owned by ``client``."""
+        self.check_open()
         self.sinks[client.id] = sink
         self.perform(self.router.open_comm(client, target_name, data, query))
 
@@ -88,17 +89,23 @@ class KernelBridge:
 
     def attach(self, client: Client, sink: Sink) -> None:
         """Subscribe ``client`` to an existing comm (:class:`~.errors.CommNotFound` if unknown)."""
+        self.check_open()
         self.router.attach(client)
         self.sinks[client.id] = sink
 
     def send(self, client_id: str, data: Any, buffers: Buffers = ()) -> None:
-        """A client's message to its comm (raises :class:`~.errors.ReadOnly` for receive-only ones)."""
+        """A client's message to its comm; :class:`~.errors.ReadOnly` if it may only receive."""
         self.perform(self.router.send(client_id, data, buffers))
 
     def leave(self, client_id: str) -> None:
         """A subscriber went away."""
         self.sinks.pop(client_id, None)
         self.perform(self.router.leave(client_id))
+
+    def check_open(self) -> None:
+        """A bridge closes when its kernel goes away, possibly between a handshake and its open."""
+        if self.closed:
+            raise KernelFault("the bridge to the kernel closed")
 
     # -- kernel requests -----------------------------------------------------------------------
 
@@ -183,13 +190,18 @@ class KernelBridge:
         self.perform(self.router.kernel_gone(code, reason))
         self.close()
 
+    # The kernel manager's restart callbacks. They run while it iterates over its callbacks, so
+    # the bridge's closing (which unregisters them) waits for the next turn of the loop.
+
     def kernel_restarted(self) -> None:
-        """The kernel manager restarted the kernel (after it died, or on request)."""
-        self.kernel_gone(CloseCode.RESTARTING, KERNEL_RESTARTING)
+        """The kernel manager restarted the kernel after it died."""
+        asyncio.get_running_loop().call_soon(
+            self.kernel_gone, CloseCode.RESTARTING, KERNEL_RESTARTING
+        )
 
     def kernel_died(self) -> None:
         """The kernel died and the kernel manager gave up restarting it."""
-        self.kernel_gone(CloseCode.BRIDGE_FAILED, KERNEL_DIED)
+        asyncio.get_running_loop().call_soon(self.kernel_gone, CloseCode.BRIDGE_FAILED, KERNEL_DIED)
 
     def server_stopping(self) -> None:
         """Close the comms clients opened in the kernel, then every subscriber."""
@@ -233,7 +245,9 @@ class BridgeManager:
         self.bridges: dict[str, KernelBridge] = {}
         self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
         if event_logger is not None:
-            event_logger.add_listener(schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action)
+            event_logger.add_listener(
+                schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
+            )
 
     def kernel_exists(self, kernel_id: str) -> bool:
         return kernel_id in self.kernel_manager
@@ -320,4 +334,3 @@ class BridgeManager:
             bridge.server_stopping()
         for task in self._starting.values():
             task.cancel()
-

@@ -29,6 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 from jupyter_client.jsonutil import json_default
@@ -76,9 +77,9 @@ def unpack_binary(frame: bytes) -> tuple[bytes, list[bytes]]:
     if n < 1 or header_end > len(view):
         raise BadFrame(f"binary frame declares {n} parts but cannot hold their offsets")
     offsets = [*struct.unpack_from(f"!{n}I", view, 4), len(view)]
-    if offsets[0] < header_end or any(a > b for a, b in zip(offsets, offsets[1:])):
+    if offsets[0] < header_end or any(a > b for a, b in pairwise(offsets)):
         raise BadFrame("binary frame offsets are out of order or out of range")
-    parts = [bytes(view[start:stop]) for start, stop in zip(offsets, offsets[1:])]
+    parts = [bytes(view[start:stop]) for start, stop in pairwise(offsets)]
     return parts[0], parts[1:]
 
 

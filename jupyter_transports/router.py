@@ -142,7 +142,10 @@ class Router:
             return []
         del self.comms[comm.id]
         content = {"comm_id": comm.id, "data": {}}
-        return [ToKernel(COMM_CLOSE, content, _metadata(client)), *self._close_all(comm, CLOSED_BY_OWNER)]
+        return [
+            ToKernel(COMM_CLOSE, content, _metadata(client)),
+            *self._close_all(comm, CLOSED_BY_OWNER),
+        ]
 
     def close_comm(self, comm_id: str, reason: str = CLOSED_BY_REQUEST) -> list[Action]:
         """Close a comm on behalf of the server (not of one client)."""
@@ -167,7 +170,7 @@ class Router:
         parent_msg_type: str | None = None,
     ) -> list[Action]:
         """A comm message arrived on the kernel's iopub channel."""
-        comm_id = content.get("comm_id")
+        comm_id: str = content.get("comm_id", "")
         if msg_type == COMM_OPEN:
             self.comm_exists(comm_id, content.get("target_name", ""))
             return []

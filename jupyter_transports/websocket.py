@@ -17,7 +17,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
-from tornado.iostream import StreamBufferFullError
+from tornado.iostream import IOStream, StreamBufferFullError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .bridge import BridgeManager, KernelBridge
@@ -101,8 +101,13 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)  # WebSocketMixin's keep-alive pings
         self.set_nodelay(True)
-        self.ws_connection.stream.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[union-attr,attr-defined]
+        self.stream_of_socket.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
+
+    @property
+    def stream_of_socket(self) -> IOStream:
+        """The upgraded connection's stream: its write buffer limit is the backpressure bound."""
+        return self.ws_connection.stream  # type: ignore[union-attr,return-value]
 
     def on_message(self, message: str | bytes) -> None:
         assert self.bridge is not None
@@ -131,8 +136,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             self.write_message(message, binary=isinstance(message, bytes))
         except StreamBufferFullError:
             self.log.warning("Client %s fell too far behind; closing it", self.client.id)
-            assert self.ws_connection is not None
-            self.ws_connection.stream.max_write_buffer_size = None  # type: ignore[attr-defined]
+            self.stream_of_socket.max_write_buffer_size = None  # room for the close frame
             self.release()
             self.close(CloseCode.TOO_SLOW, "client fell too far behind")
         except WebSocketClosedError:
@@ -149,7 +153,7 @@ class NewCommHandler(CommSocketHandler):
 
     @ws_authenticated
     @authorized(EXECUTE, resource=AUTH_RESOURCE)
-    async def get(self, kernel_id: str, target_name: str) -> None:
+    async def get(self, kernel_id: str, target_name: str) -> None:  # type: ignore[override]
         self.parse_common(kernel_id)
         self.check_target(target_name)
         self.target_name = target_name
@@ -177,7 +181,10 @@ class NewCommHandler(CommSocketHandler):
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)
         assert self.bridge is not None
-        self.bridge.open_comm(self.client, self, self.target_name, self.data, self.query)
+        try:
+            self.bridge.open_comm(self.client, self, self.target_name, self.data, self.query)
+        except TransportsError as e:
+            self.close(e.close_code, str(e))
 
 
 class AttachHandler(CommSocketHandler):
@@ -185,7 +192,7 @@ class AttachHandler(CommSocketHandler):
 
     @ws_authenticated
     @authorized(READ, resource=AUTH_RESOURCE)
-    async def get(self, kernel_id: str, comm_id: str) -> None:
+    async def get(self, kernel_id: str, comm_id: str) -> None:  # type: ignore[override]
         self.parse_common(kernel_id)
         can_send = await ensure_async(
             self.authorizer.is_authorized(self, self.current_user, EXECUTE, AUTH_RESOURCE)
@@ -204,3 +211,5 @@ class AttachHandler(CommSocketHandler):
             self.bridge.attach(self.client, self)
         except CommNotFound:
             self.close(CloseCode.NO_SUCH_COMM, "the comm no longer exists")
+        except TransportsError as e:
+            self.close(e.close_code, str(e))

@@ -56,13 +56,17 @@ def transports_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def jp_server_config(transports_config: dict[str, Any]) -> Config:
-    return Config(
-        {
-            "ServerApp": {"jpserver_extensions": {"jupyter_transports": True}},
-            "TransportsExtension": transports_config,
-        }
-    )
+def server_config() -> dict[str, Any]:
+    """Other config sections for one test (e.g. ``ServerApp.authorizer_class``)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(transports_config: dict[str, Any], server_config: dict[str, Any]) -> Config:
+    config = Config(server_config)
+    config.ServerApp.jpserver_extensions = {"jupyter_transports": True}
+    config.TransportsExtension = Config(transports_config)
+    return config
 
 
 @pytest.fixture
@@ -133,7 +137,9 @@ Connect = Callable[..., Awaitable[CommClient]]
 
 
 @pytest.fixture
-def open_comm(server_url: str, token: str, kernel: Kernel, jp_asyncio_loop: Any) -> Iterator[Connect]:
+def open_comm(
+    server_url: str, token: str, kernel: Kernel, jp_asyncio_loop: Any
+) -> Iterator[Connect]:
     """Open a new comm to a target of the test kernel: ``await open_comm("echo")``."""
     yield from _connecting(server_url, token, kernel, CommClient.open, jp_asyncio_loop)
 

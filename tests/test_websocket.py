@@ -143,7 +143,9 @@ async def test_unknown_target_closes_4404(open_comm):
     assert code == CloseCode.NO_SUCH_COMM
 
 
-@pytest.mark.parametrize("frame", ["{not json", b"\x00\x00\x00\x05short", b"\x00\x00\x00\x01\x00\x00\x00\x08\xff"])
+@pytest.mark.parametrize(
+    "frame", ["{not json", b"\x00\x00\x00\x05short", b"\x00\x00\x00\x01\x00\x00\x00\x08\xff"]
+)
 async def test_undecodable_frame_closes_1007(open_comm, frame):
     comm = await open_comm("echo")
     await comm.send_frame(frame)
