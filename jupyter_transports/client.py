@@ -109,8 +109,12 @@ class CommClient:
         )
 
     @classmethod
-    async def _connect(cls, url: str, token: str | None, mode: FrameMode) -> CommClient:
-        headers = {"Authorization": f"token {token}"} if token else {}
+    async def _connect(
+        cls, url: str, token: str | None, mode: FrameMode, headers: dict[str, str] | None = None
+    ) -> CommClient:
+        headers = dict(headers or {})
+        if token:
+            headers["Authorization"] = f"token {token}"
         try:
             connection = await websocket_connect(
                 HTTPRequest(url, headers=headers), max_message_size=DEFAULT_MAX_MESSAGE_SIZE

@@ -238,3 +238,35 @@ async def test_slow_client_closed_1013(server_url, token, kernel, jp_serverapp, 
 
 def _comm_of(client, bridge):
     return next(c.comm_id for c in bridge.router.clients.values())
+
+
+ELSEWHERE = "http://elsewhere.example"
+
+
+@pytest.mark.parametrize(
+    ("server_config", "elsewhere_allowed"),
+    [({}, False), ({"ServerApp": {"allow_origin": ELSEWHERE}}, True)],
+)
+async def test_origin_checked_for_cookie_auth_as_jupyter_does(
+    jp_fetch, server_url, kernel, elsewhere_allowed
+):
+    response = await jp_fetch("api", "status")  # token-authenticated: sets the login cookie
+    cookie = "; ".join(c.split(";", 1)[0] for c in response.headers.get_list("Set-Cookie"))
+    server_url = server_url.replace("localhost", "127.0.0.1")  # the host the cookie is named for
+    url = comm_url(server_url, kernel.id, "targets", "echo")
+    host = url.split("/")[2]
+
+    async def connect(origin: str) -> CommClient:
+        headers = {"Cookie": cookie, "Origin": origin}
+        return await CommClient._connect(url, None, FrameMode.JSON, headers=headers)
+
+    if elsewhere_allowed:
+        await (await connect(ELSEWHERE)).close()
+    else:
+        with pytest.raises(Refused) as info:
+            await connect(ELSEWHERE)
+        assert info.value.status == 403
+    same_origin = await connect(f"http://{host}")
+    await same_origin.send("cookie ok")
+    assert await recv(same_origin) == "cookie ok"
+    await same_origin.close()
