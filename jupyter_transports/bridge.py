@@ -22,7 +22,6 @@ from .kernel import COMM_INFO_REQUEST, ClientChannels, KernelChannels
 from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
 
 SHUTDOWN_REPLY = "shutdown_reply"
-COMM_INFO_REPLY = "comm_info_reply"
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 KERNEL_RESTARTING = "kernel restarting"
@@ -53,8 +52,10 @@ class KernelBridge:
         kernel_timeout: float,
         log: logging.Logger,
         on_closed: Callable[[KernelBridge], None],
+        kernel_generation: object = None,
     ) -> None:
         self.kernel_id = kernel_id
+        self.kernel_generation = kernel_generation
         self.channels = channels
         self.kernel_timeout = kernel_timeout
         self.log = log
@@ -291,6 +292,7 @@ class BridgeManager:
             kernel_timeout=self.kernel_timeout,
             log=self.log,
             on_closed=self._forget,
+            kernel_generation=self._generation(kernel_id),
         )
         try:
             await bridge.start()
@@ -320,13 +322,25 @@ class BridgeManager:
         register(kernel_id, bridge.kernel_restarted, "restart")
         register(kernel_id, bridge.kernel_died, "dead")
 
+    def _generation(self, kernel_id: str) -> object:
+        """What tells one start of a kernel from the next: jupyter_client makes a new ``ready``
+        future each time it starts (or restarts) a kernel."""
+        return getattr(self.kernel_manager.get_kernel(kernel_id), "ready", None)
+
+    def _outlived_its_kernel(self, bridge: KernelBridge) -> bool:
+        """A bridge made during a restart already talks to the new kernel; older ones do not."""
+        return bridge.kernel_generation is not self._generation(bridge.kernel_id)
+
     async def _on_kernel_action(self, logger: Any, schema_id: str, data: Mapping[str, Any]) -> None:
-        """Catch shutdowns and restarts that sent no ``shutdown_reply`` (killed, culled)."""
+        """Catch shutdowns and restarts that sent no ``shutdown_reply`` (killed, culled, hung)."""
         bridge = self.bridges.get(data.get("kernel_id", ""))
         if bridge is None or data.get("status") != "success":
             return
-        if data.get("action") in ("shutdown", "restart"):
-            bridge.kernel_gone(*_restart_or_shutdown(data["action"] == "restart"))
+        action = data.get("action")
+        if action == "shutdown":
+            bridge.kernel_gone(CloseCode.GOING_AWAY, KERNEL_SHUT_DOWN)
+        elif action == "restart" and self._outlived_its_kernel(bridge):
+            bridge.kernel_gone(CloseCode.RESTARTING, KERNEL_RESTARTING)
 
     def stop(self) -> None:
         """The server stops: close every bridge's comms and sockets."""

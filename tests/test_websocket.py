@@ -184,6 +184,13 @@ async def test_restart_closes_1012(open_comm, jp_fetch, kernel):
     assert code == CloseCode.RESTARTING
 
 
+async def test_forced_restart_closes_1012(open_comm, jp_serverapp, kernel):
+    comm = await open_comm("echo")
+    await jp_serverapp.kernel_manager.restart_kernel(kernel.id, now=True)  # no shutdown_reply
+    code, _ = await closed(comm)
+    assert code == CloseCode.RESTARTING
+
+
 async def test_shutdown_closes_1001(open_comm, jp_fetch, kernel):
     comm = await open_comm("echo")
     await jp_fetch("api", "kernels", kernel.id, method="DELETE")
