@@ -110,7 +110,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         return self.ws_connection.stream  # type: ignore[union-attr,return-value]
 
     def on_message(self, message: str | bytes) -> None:
-        assert self.bridge is not None
+        if self.bridge is None:
+            return  # closed by the server; frames the client sent meanwhile go nowhere
         try:
             data, buffers = decode_frame(message, self.mode)
             self.bridge.send(self.client.id, data, buffers)
