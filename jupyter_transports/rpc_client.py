@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .client import CommClient, CommClosed
+from .client import CommClient
 from .errors import CloseCode
 from .rpc import CALL, ECHO, PIPE, ConnectionLost, Endpoint, RemoteError, join_async_stream
 
@@ -77,14 +77,9 @@ class Channel:
         return self.timeout if timeout is None else timeout
 
     async def _read(self) -> None:
-        error: BaseException = ConnectionLost("the channel's socket closed")
         try:
-            async for message in self.comm:
+            async for message in self.comm:  # ends when the socket closes
                 self._endpoint.receive(message.data, message.buffers)
-        except CommClosed as e:  # pragma: no cover - iteration ends quietly on close
-            error = ConnectionLost(str(e))
         finally:
             code, reason = self.comm.close_code, self.comm.close_reason
-            if code is not None:
-                error = ConnectionLost(f"the channel's socket closed ({code}): {reason or ''}")
-            self._endpoint.close(error)
+            self._endpoint.close(ConnectionLost(f"the channel's socket closed ({code}): {reason or ''}"))

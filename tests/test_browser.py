@@ -350,7 +350,7 @@ async def test_page_reconnects_after_the_server_drops_its_socket(demo_url, kerne
         old_clients = await kernel.evaluate("list(channel.clients)")
 
         await page.evaluate(
-            "window.pending = demo.channel.call('nap', 30).then(() => 'answered', (e) => e.name)"
+            "() => { window.pending = demo.channel.call('nap', 30).then(() => 'answered', (e) => e.name); }"
         )
         await page.evaluate("demo.channel.echo()")  # the nap call has reached the kernel
 
