@@ -207,8 +207,8 @@ class Endpoint:
     """One end of one RPC conversation (one comm): pending calls out, requests in.
 
     ``send`` puts one comm message on the wire; ``handler`` returns the object whose methods
-    answer ``call`` requests (looked up on every call, so it may change); ``context`` is entered
-    around each handler call (to tell the handler who is calling).
+    answer ``call`` requests (looked up on every call, so it may change); ``around_call`` wraps
+    each answer's task (the kernel uses it to tell the handler who is calling).
     """
 
     def __init__(

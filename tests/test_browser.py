@@ -180,6 +180,30 @@ async def test_demo_shows_a_python_exception(demo_url):
         await text_becomes(page, "divide-result", "= 3.5")
 
 
+async def test_comm_frames_in_the_browser(demo_url, kernel, token):
+    async with chromium() as browser:
+        page = await new_page(await browser.new_context(), demo_url)
+        await live(page)
+        result = await page.evaluate(
+            """async ([kernelId, token]) => {
+                 const { Comm } = await import("../transports.js");
+                 const next = (comm) => new Promise((r) => comm.addEventListener("message", r, { once: true }));
+                 const json = await Comm.open({ kernelId, token, target: "echo", data: { a: 1 } });
+                 json.send({ x: [1, "y"] });
+                 const plain = (await next(json)).data;
+                 json.send({ kind: "blob" }, [new Uint8Array([9, 8, 7]), new Float32Array([0.5]).buffer]);
+                 const binary = await next(json);
+                 const text = await Comm.open({ kernelId, token, target: "echo", frames: "text" });
+                 text.send("not { json");
+                 const raw = (await next(text)).data;
+                 json.close(); text.close();
+                 return [plain, binary.data, binary.buffers.map((b) => Array.from(b)), raw];
+               }""",
+            [kernel.id, token],
+        )
+        assert result == [{"x": [1, "y"]}, {"kind": "blob"}, [[9, 8, 7], [0, 0, 0, 63]], "not { json"]
+
+
 # -- RPC both ways -----------------------------------------------------------------------------
 
 OPEN_CALC = """
