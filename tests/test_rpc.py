@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -23,6 +25,8 @@ from .conftest import TIMEOUT
 
 KERNEL_CHANNEL = """
 import asyncio
+import subprocess
+import sys
 from jupyter_transports.kernel_channel import Channel
 
 class Handler:
@@ -235,3 +239,12 @@ async def test_client_sees_connection_lost_when_channel_closes(channel, kernel):
 
 def test_no_client_is_a_connection_error():
     assert issubclass(NoClient, ConnectionError) and issubclass(ConnectionLost, ConnectionError)
+
+
+def test_kernel_side_imports_neither_jupyter_server_nor_tornado():
+    code = (
+        "import sys, jupyter_transports.kernel_channel\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jupyter_server', 'tornado', 'zmq'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT)
+    assert out.stdout.strip() == "[]"

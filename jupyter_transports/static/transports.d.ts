@@ -106,12 +106,22 @@ export declare class Comm extends EventTarget {
   close(code?: number, reason?: string): void;
   addEventListener<K extends keyof CommEventMap>(
     type: K,
-    listener: (event: CommEventMap[K]) => void,
+    listener: (this: Comm, event: CommEventMap[K]) => any,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
     options?: boolean | AddEventListenerOptions,
   ): void;
   removeEventListener<K extends keyof CommEventMap>(
     type: K,
-    listener: (event: CommEventMap[K]) => void,
+    listener: (this: Comm, event: CommEventMap[K]) => any,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
     options?: boolean | EventListenerOptions,
   ): void;
 }
