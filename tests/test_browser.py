@@ -104,9 +104,15 @@ async def new_page(context: Any, url: str | None = None) -> Page:
 
 async def live(page: Page) -> None:
     """Wait until the demo page is connected and has the model's state."""
-    await page.wait_for_function(
-        "document.getElementById('status').dataset.state === 'open' && document.body.dataset.version !== undefined"
-    )
+    try:
+        await page.wait_for_function(
+            "document.getElementById('status').dataset.state === 'open'"
+            " && document.body.dataset.version !== undefined"
+        )
+    except Exception as e:
+        status = await page.text_content("#status")
+        log = await page.inner_text("#log")
+        raise AssertionError(f"page not live: {status!r}\n{log}\n{page.console_messages}") from e  # type: ignore[attr-defined]
 
 
 async def text_becomes(page: Page, element_id: str, text: str) -> None:

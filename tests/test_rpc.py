@@ -19,6 +19,7 @@ from jupyter_transports.rpc import (
     request,
     returned,
 )
+from jupyter_transports.client import CommClient
 from jupyter_transports.rpc_client import Channel
 
 from .conftest import TIMEOUT
@@ -248,3 +249,20 @@ def test_kernel_side_imports_neither_jupyter_server_nor_tornado():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT)
     assert out.stdout.strip() == "[]"
+
+
+async def test_attaching_again_and_again_never_hangs(kernel, server_url, token):
+    """Each round starts a new bridge whose attach asks the kernel for its comms (a shell reply).
+
+    Regression: zmq.asyncio could lose the wakeup of a shell reply sent while the bridge was
+    also sending, leaving the handshake waiting for ``kernel_timeout`` (about 1 round in 30).
+    """
+    await kernel.execute("from comm import create_comm\nshared_comm = create_comm(target_name='t', data={})")
+    comm_id = await kernel.evaluate("shared_comm.comm_id")
+    await kernel.execute(KERNEL_CHANNEL)
+    for _ in range(60):
+        ch = await asyncio.wait_for(Channel.open(server_url, kernel.id, "calc", token=token), TIMEOUT)
+        assert await ch.call("add", 1, 1, timeout=TIMEOUT) == 2
+        attached = await asyncio.wait_for(CommClient.attach(server_url, kernel.id, comm_id, token=token), 5)
+        await asyncio.wait_for(attached.close(), TIMEOUT)
+        await asyncio.wait_for(ch.close(), TIMEOUT)
