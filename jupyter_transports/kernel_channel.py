@@ -146,7 +146,8 @@ class Channel:
         if self.closed:
             return
         self.closed = True
-        self._comm_manager.unregister_target(self.name, self._on_open)
+        if getattr(self._comm_manager, "targets", {}).get(self.name) == self._on_open:
+            self._comm_manager.unregister_target(self.name, self._on_open)  # not a newer channel's
         for peer in list(self._peers.values()):
             peer.comm.close()
             self._leave(peer.id)
@@ -159,6 +160,8 @@ class Channel:
     async def _route(self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None, to: str) -> Any:
         if self.closed:
             raise ConnectionLost(f"channel {self.name!r} is closed")
+        if not isinstance(to, str):
+            raise TypeError(f'to must be "any", "all" or a client id, not {to!r}')
         if to == ALL:
             return await self._to_all(kind, name, args, timeout)
         if to == ANY:

@@ -266,3 +266,13 @@ async def test_attaching_again_and_again_never_hangs(kernel, server_url, token):
         attached = await asyncio.wait_for(CommClient.attach(server_url, kernel.id, comm_id, token=token), 5)
         await asyncio.wait_for(attached.close(), TIMEOUT)
         await asyncio.wait_for(ch.close(), TIMEOUT)
+
+
+async def test_a_newer_channel_of_the_same_name_survives_closing_the_older(channel, kernel):
+    await kernel.execute("older = channel\nchannel = Channel('calc', Handler())\nolder.close()")
+    ch = await channel()
+    assert await ch.call("add", 3, 4, timeout=TIMEOUT) == 7
+    await kernel.execute(
+        "try:\n    await channel.call('x', to=['a'])\nexcept TypeError as e:\n    err = str(e)"
+    )
+    assert "client id" in await kernel.evaluate("err")
