@@ -1,19 +1,24 @@
-"""`make demo`: a Jupyter server with jupyter_transports and a kernel hosting an example target.
+"""`make demo`: a Jupyter server with jupyter_transports, a kernel running the demo, and its page.
 
-Prints the URL and token to connect with, then serves until Ctrl-C.
+Starts the server, starts a kernel and runs ``demo/demo_kernel.py`` in it (a shared counter and
+slider, and an RPC channel), then prints the URL of the demo page (served by the extension at
+``static/jupyter_transports/demo/``) and serves until Ctrl-C. Open the URL in two tabs.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 import textwrap
+from pathlib import Path
+from urllib.parse import urlencode
 
 from jupyter_server.serverapp import ServerApp
 
-# Runs in the kernel: a comm target named "echo" that answers every message with itself,
-# and says who sent it (the bridge adds metadata["transports"] to every message).
-KERNEL_CODE = textwrap.dedent(
+KERNEL_CODE = Path(__file__).with_name("demo_kernel.py")
+# The README's example target, for raw WebSockets: it greets, then echoes every message.
+ECHO_CODE = textwrap.dedent(
     """
     from comm import get_comm_manager
 
@@ -26,16 +31,27 @@ KERNEL_CODE = textwrap.dedent(
     get_comm_manager().register_target("echo", echo)
     """
 )
+DEMO_PAGE = "static/jupyter_transports/demo/index.html"
+DEFAULT_PORT = 8888
+TIMEOUT = 60  # seconds for the kernel to start and run the demo code
 
 
 async def start_kernel(app: ServerApp) -> str:
+    """A new kernel with the demo running in it."""
     kernel_id = await app.kernel_manager.start_kernel(kernel_name="python3")
     client = app.kernel_manager.get_kernel(kernel_id).client()
     client.start_channels()
     try:
-        await client.wait_for_ready(timeout=60)
-        reply = await client.execute_interactive(KERNEL_CODE, timeout=60)
-        assert reply["content"]["status"] == "ok", reply["content"]
+        await client.wait_for_ready(timeout=TIMEOUT)
+        reply = await client.execute_interactive(
+            KERNEL_CODE.read_text() + ECHO_CODE, timeout=TIMEOUT, output_hook=lambda msg: None
+        )
+        content = reply["content"]
+        if content["status"] != "ok":
+            sys.exit(
+                "the demo failed to start in the kernel:\n"
+                + "\n".join(content.get("traceback", []))
+            )
     finally:
         client.stop_channels()
     return kernel_id
@@ -44,20 +60,33 @@ async def start_kernel(app: ServerApp) -> str:
 def main() -> None:
     token = secrets.token_hex(16)
     app = ServerApp.instance()
-    argv = ["--no-browser", f"--IdentityProvider.token={token}", "--ServerApp.port=8888"]
+    extra = sys.argv[1:]  # e.g. --ServerApp.port=9999
+    argv = ["--no-browser", f"--IdentityProvider.token={token}"]
+    if not any(arg.startswith(("--port", "--ServerApp.port")) for arg in extra):
+        argv.append(f"--ServerApp.port={DEFAULT_PORT}")
     if os.geteuid() == 0:  # containers and CI machines
         argv.append("--allow-root")
-    app.initialize(argv=argv)
+    app.initialize(argv=[*argv, *extra])
     kernel_id = app.io_loop.asyncio_loop.run_until_complete(start_kernel(app))
-    ws = app.connection_url.replace("http", "ws", 1)
+    page = f"{app.connection_url}{DEMO_PAGE}?{urlencode({'kernel': kernel_id, 'token': token})}"
+    echo = (
+        f"{app.connection_url.replace('http', 'ws', 1)}api/transports/kernels/{kernel_id}"
+        f"/targets/echo?token={token}"
+    )
     print(
         textwrap.dedent(
             f"""
-            jupyter_transports demo
-              server:  {app.connection_url}?token={token}
-              token:   {token}
-              kernel:  {kernel_id}, with a comm target "echo"
-              connect: {ws}api/transports/kernels/{kernel_id}/targets/echo?token={token}
+            ┌─ jupyter_transports demo ─────────────────────────────────────────────
+            │ Open this page in two browser tabs (or two browsers):
+            │
+            │   {page}
+            │
+            │ kernel {kernel_id} runs demo/demo_kernel.py: a shared counter and
+            │ slider on one comm, and the RPC channel "jupyter_transports.demo".
+            │ Jupyter itself: {app.connection_url}?token={token}
+            │ A raw WebSocket to the kernel's "echo" target:
+            │   {echo}
+            └─ Ctrl-C to stop ───────────────────────────────────────────────────────
             """
         ),
         flush=True,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Instance, Int, List, Unicode
+from traitlets import Float, Instance, Int, List, Unicode, default
 
 from .bridge import BridgeManager
 from .handlers import default_handlers
 
 MiB = 1024 * 1024
+STATIC_DIR = Path(__file__).parent / "static"  # served at {base_url}static/jupyter_transports/
 
 
 class TransportsExtension(ExtensionApp):
@@ -45,6 +48,11 @@ class TransportsExtension(ExtensionApp):
     )
 
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
+
+    @default("static_paths")
+    def _default_static_paths(self) -> list[str]:
+        """The browser client (transports.js) and the demo page."""
+        return [str(STATIC_DIR)]
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None

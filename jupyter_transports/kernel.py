@@ -19,6 +19,7 @@ KERNEL_INFO_REQUEST = "kernel_info_request"
 COMM_INFO_REQUEST = "comm_info_request"
 STATUS = "status"
 NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
+SHELL_POLL_INTERVAL = 0.25  # seconds: the longest a shell reply can wait for a lost wakeup
 
 
 class KernelChannels(Protocol):
@@ -82,7 +83,17 @@ class ClientChannels:
         return await self.client.iopub_channel.get_msg(timeout=None)
 
     async def next_shell(self) -> dict[str, Any]:
-        return await self.client.shell_channel.get_msg(timeout=None)
+        """The next shell reply, polling at most ``SHELL_POLL_INTERVAL`` s at a time.
+
+        The bridge sends on the shell socket while it waits to read from it. With zmq.asyncio a
+        send can consume the socket's (edge-triggered) readiness signal, so a reply may sit
+        unread with no wakeup to come; a poll that times out looks again and finds it.
+        """
+        while True:
+            try:
+                return await self.client.shell_channel.get_msg(timeout=SHELL_POLL_INTERVAL)
+            except Empty:
+                continue
 
     def send(
         self,

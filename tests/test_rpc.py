@@ -1,0 +1,278 @@
+"""RPC channels: the pure protocol, then kernel <-> Python client through a real server and kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from jupyter_transports.rpc import (
+    ConnectionLost,
+    NoClient,
+    ProtocolError,
+    RemoteError,
+    decode,
+    put_buffers,
+    remove_buffers,
+    request,
+    returned,
+)
+from jupyter_transports.client import CommClient
+from jupyter_transports.rpc_client import Channel
+
+from .conftest import TIMEOUT
+
+KERNEL_CHANNEL = """
+import asyncio
+import subprocess
+import sys
+from jupyter_transports.kernel_channel import Channel
+
+class Handler:
+    def add(self, a, b):
+        return a + b
+
+    async def slow(self, seconds):
+        await asyncio.sleep(seconds)
+        return "done"
+
+    def fail(self, message):
+        raise ValueError(message)
+
+    def measure(self, data, label):
+        return {"label": label, "size": len(data), "reversed": data[::-1]}
+
+    async def ask(self, name, args, timeout, to):
+        # kernel -> client, from inside a handler: call back the caller unless told otherwise
+        try:
+            result = await channel.call(name, *args, timeout=timeout, to=to or channel.caller)
+        except Exception as e:
+            return {"raised": type(e).__name__, "message": str(e)}
+        return {"result": result}
+
+channel = Channel("calc", Handler())
+"""
+
+
+# -- the pure protocol -------------------------------------------------------------------------
+
+
+def test_buffers_are_lifted_out_and_put_back():
+    value = {"a": [1, b"xy", {"b": bytearray(b"z")}], "c": memoryview(b"w")}
+    stripped, paths, buffers = remove_buffers(value)
+    assert stripped == {"a": [1, None, {"b": None}], "c": None}
+    assert paths == [["a", 1], ["a", 2, "b"], ["c"]]
+    assert buffers == [b"xy", b"z", b"w"]
+    put_buffers(stripped, paths, buffers)
+    assert stripped == {"a": [1, b"xy", {"b": b"z"}], "c": b"w"}
+
+
+def test_request_and_reply_round_trip():
+    data, buffers = request("call", 3, "f", [b"\x00\x01", 2])
+    assert data == {"rpc": "call", "id": 3, "name": "f", "args": [None, 2], "buffer_paths": [["args", 0]]}
+    message = decode(data, buffers)
+    assert (message.kind, message.id, message.name, message.args) == ("call", 3, "f", [b"\x00\x01", 2])
+    assert decode(*returned(3, {"r": b"!"})).result == {"r": b"!"}
+
+
+@pytest.mark.parametrize(
+    "data, buffers",
+    [
+        ({"hello": 1}, []),
+        ({"rpc": "call", "id": 1, "args": []}, []),  # no name
+        ({"rpc": "call", "id": True, "name": "f"}, []),
+        ({"rpc": "echo", "id": 1, "args": "x"}, []),
+        ({"rpc": "pipe", "id": 1, "args": [None], "buffer_paths": [["args", 0]]}, []),  # buffer missing
+        ({"rpc": "pipe", "id": 1, "args": [], "buffer_paths": [["args", 5, "x"]]}, [b"1"]),
+    ],
+)
+def test_malformed_messages_are_protocol_errors(data, buffers):
+    with pytest.raises(ProtocolError):
+        decode(data, buffers)
+
+
+# -- through a real server and kernel ----------------------------------------------------------
+
+
+@pytest.fixture
+def channel(server_url, token, kernel, jp_asyncio_loop):
+    """Open ``calc`` channels as Python clients: ``await channel(handler=...)``."""
+    jp_asyncio_loop.run_until_complete(kernel.execute(KERNEL_CHANNEL))
+    opened: list[Channel] = []
+
+    async def inner(handler=None, **kwargs):
+        ch = await asyncio.wait_for(
+            Channel.open(server_url, kernel.id, "calc", token=token, handler=handler, **kwargs), TIMEOUT
+        )
+        opened.append(ch)
+        await ch.echo(timeout=TIMEOUT)  # the kernel has registered this client
+        return ch
+
+    yield inner
+
+    async def close_all():
+        for ch in opened:
+            await asyncio.wait_for(ch.close(), TIMEOUT)
+
+    jp_asyncio_loop.run_until_complete(close_all())
+
+
+async def test_client_calls_kernel(channel):
+    ch = await channel(timeout=TIMEOUT)
+    assert await ch.call("add", 1, 2) == 3
+    assert await ch.call("slow", 0) == "done"  # an async handler method
+    assert await ch.echo(1, "two", [3], {"4": None}) == [1, "two", [3], {"4": None}]
+    assert await ch.pipe(b"\x00\xffbinary") == b"\x00\xffbinary"
+    assert await ch.pipe([b"chunk", b"ed"]) == b"chunked"
+
+
+async def test_client_call_errors_and_timeout(channel):
+    ch = await channel()
+    with pytest.raises(RemoteError) as info:
+        await ch.call("fail", "no good", timeout=TIMEOUT)
+    assert (info.value.type, info.value.message) == ("ValueError", "no good")
+    with pytest.raises(RemoteError) as info:
+        await ch.call("nope", timeout=TIMEOUT)
+    assert info.value.type == "AttributeError"
+    with pytest.raises(RemoteError):
+        await ch.call("_private", timeout=TIMEOUT)
+    with pytest.raises(TimeoutError):
+        await ch.call("slow", 30, timeout=0.3)
+    assert await ch.call("add", 2, 2, timeout=TIMEOUT) == 4  # still usable
+
+
+async def test_binary_arguments_and_results_are_buffers(channel):
+    ch = await channel(timeout=TIMEOUT)
+    payload = bytes(range(256)) * 1024
+    result = await ch.call_with_stream("measure", payload, "blob")
+    assert result == {"label": "blob", "size": len(payload), "reversed": payload[::-1]}
+
+
+class ClientHandler:
+    def __init__(self):
+        self.called = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def double(self, x):
+        return 2 * x
+
+    async def later(self, x):
+        await asyncio.sleep(0)
+        return x
+
+    def fail(self):
+        raise KeyError("client side")
+
+    async def hang(self):
+        self.called.set()
+        await self.release.wait()
+        return "too late"
+
+    def name(self):
+        return "second"
+
+
+async def test_kernel_calls_client_from_a_handler(channel):
+    ch = await channel(handler=ClientHandler(), timeout=TIMEOUT)
+    assert await ch.call("ask", "double", [21], 3, None) == {"result": 42}
+    assert await ch.call("ask", "later", ["async"], 3, None) == {"result": "async"}
+    assert await ch.call("ask", "fail", [], 3, None) == {"raised": "RemoteError", "message": "KeyError: 'client side'"}
+    assert await ch.call("ask", "hang", [], 0.3, None) == {"raised": "TimeoutError", "message": "no answer to 'hang' within 0.3 s"}
+
+
+async def test_kernel_awaits_client_in_a_cell(channel, kernel):
+    await channel(handler=ClientHandler())
+    # a cell that awaits: the kernel keeps dispatching comm messages while the cell waits
+    await kernel.execute("result = await channel.call('double', 4, timeout=10)")
+    assert await kernel.evaluate("result") == 8
+    await kernel.execute("echoed = await channel.echo(1, [2], timeout=10)")
+    assert await kernel.evaluate("echoed") == [1, [2]]
+    await kernel.execute("piped = await channel.pipe(b'abc', timeout=10)")
+    assert await kernel.evaluate("piped.decode()") == "abc"
+
+
+async def test_to_all_and_to_a_client(channel, kernel):
+    first = await channel(handler=ClientHandler())
+    second = await channel(handler={"name": lambda: "other"})
+    ids = await kernel.evaluate("list(channel.clients)")
+    assert len(ids) == 2
+    await kernel.execute("everyone = await channel.call('name', to='all', timeout=10)")
+    results = await kernel.evaluate("{k: repr(v) for k, v in everyone.items()}")
+    assert results == {ids[0]: "'second'", ids[1]: "'other'"}
+    await kernel.execute(f"one = await channel.call('name', to={ids[1]!r}, timeout=10)")
+    assert await kernel.evaluate("one") == "other"
+    await kernel.execute(
+        "try:\n    await channel.call('name', to='nobody')\nexcept Exception as e:\n    err = type(e).__name__"
+    )
+    assert await kernel.evaluate("err") == "NoClient"
+    assert first is not second
+
+
+async def test_any_moves_on_when_its_client_leaves(channel, kernel):
+    leaving = ClientHandler()
+    first = await channel(handler=leaving)
+    await channel(handler={"hang": lambda: "answered by the second"})
+    await kernel.execute("task = channel.call('hang', timeout=20)")  # goes to the oldest client
+    await asyncio.wait_for(leaving.called.wait(), TIMEOUT)
+    await first.close()
+    await kernel.execute("moved = await task")
+    assert await kernel.evaluate("moved") == "answered by the second"
+
+
+async def test_any_with_no_client_raises_no_client(channel, kernel):
+    await kernel.execute(
+        "try:\n    await channel.call('name', timeout=0.2)\nexcept Exception as e:\n    err = (type(e).__name__, str(e))"
+    )
+    assert await kernel.evaluate("err") == ["NoClient", "no client of channel 'calc' could answer"]
+
+
+async def test_client_sees_connection_lost_when_channel_closes(channel, kernel):
+    ch = await channel(handler=ClientHandler())
+    pending = asyncio.ensure_future(ch.call("slow", 30))
+    await ch.echo(timeout=TIMEOUT)  # the slow call reached the kernel before this answer
+    await kernel.execute("channel.close()")
+    with pytest.raises(ConnectionLost):
+        await asyncio.wait_for(pending, TIMEOUT)
+    assert ch.comm.close_code == 1000
+
+
+def test_no_client_is_a_connection_error():
+    assert issubclass(NoClient, ConnectionError) and issubclass(ConnectionLost, ConnectionError)
+
+
+def test_kernel_side_imports_neither_jupyter_server_nor_tornado():
+    code = (
+        "import sys, jupyter_transports.kernel_channel\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jupyter_server', 'tornado', 'zmq'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_attaching_again_and_again_never_hangs(kernel, server_url, token):
+    """Each round starts a new bridge whose attach asks the kernel for its comms (a shell reply).
+
+    Regression: zmq.asyncio could lose the wakeup of a shell reply sent while the bridge was
+    also sending, leaving the handshake waiting for ``kernel_timeout`` (about 1 round in 30).
+    """
+    await kernel.execute("from comm import create_comm\nshared_comm = create_comm(target_name='t', data={})")
+    comm_id = await kernel.evaluate("shared_comm.comm_id")
+    await kernel.execute(KERNEL_CHANNEL)
+    for _ in range(60):
+        ch = await asyncio.wait_for(Channel.open(server_url, kernel.id, "calc", token=token), TIMEOUT)
+        assert await ch.call("add", 1, 1, timeout=TIMEOUT) == 2
+        attached = await asyncio.wait_for(CommClient.attach(server_url, kernel.id, comm_id, token=token), 5)
+        await asyncio.wait_for(attached.close(), TIMEOUT)
+        await asyncio.wait_for(ch.close(), TIMEOUT)
+
+
+async def test_a_newer_channel_of_the_same_name_survives_closing_the_older(channel, kernel):
+    await kernel.execute("older = channel\nchannel = Channel('calc', Handler())\nolder.close()")
+    ch = await channel()
+    assert await ch.call("add", 3, 4, timeout=TIMEOUT) == 7
+    await kernel.execute(
+        "try:\n    await channel.call('x', to=['a'])\nexcept TypeError as e:\n    err = str(e)"
+    )
+    assert "client id" in await kernel.evaluate("err")
