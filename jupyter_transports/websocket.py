@@ -22,7 +22,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .bridge import BridgeManager, KernelBridge
 from .errors import CloseCode, CommNotFound, TransportsError
-from .framing import FrameMode, OutgoingFrame, decode_frame
+from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
 from .router import Client
 
 AUTH_RESOURCE = "kernels"
@@ -108,7 +108,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         assert self.bridge is not None
         try:
             data, buffers = decode_frame(message, self.mode)
-            self.bridge.send(self.client.id, data, buffers)
+            self.bridge.send(self.client.id, data, buffers, utf8_size(message))
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
             self.close(e.close_code, str(e))
@@ -133,6 +133,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             self.log.warning("Client %s fell too far behind; closing it", self.client.id)
             assert self.ws_connection is not None
             self.ws_connection.stream.max_write_buffer_size = None  # type: ignore[attr-defined]
+            if self.bridge is not None:
+                self.bridge.count_drop()
             self.release()
             self.close(CloseCode.TOO_SLOW, "client fell too far behind")
         except WebSocketClosedError:
