@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from jupyter_server.extension.application import ExtensionApp
+from prometheus_client.registry import Collector
 from traitlets import Float, Instance, Int, List, Unicode
 
 from .bridge import BridgeManager
+from . import metrics
 from .handlers import default_handlers
 
 MiB = 1024 * 1024
@@ -44,7 +46,17 @@ class TransportsExtension(ExtensionApp):
         403. None allows every target.""",
     )
 
+    sse_keepalive_interval = Float(
+        15.0,
+        config=True,
+        help="""Seconds between the keep-alive comments of a quiet Server-Sent Events stream, so
+        that proxies keep it open.""",
+    )
+
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
+    metrics_collector = Instance(
+        Collector, allow_none=True, help="What publishes the bridges' counters on /metrics."
+    )
 
     def initialize_settings(self) -> None:
         self.bridges = BridgeManager(
@@ -53,6 +65,7 @@ class TransportsExtension(ExtensionApp):
             log=self.log,
             event_logger=self.serverapp.event_logger,
         )
+        self.metrics_collector = metrics.register(self.bridges.status)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)
@@ -60,3 +73,6 @@ class TransportsExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.bridges is not None:
             self.bridges.stop()
+        if self.metrics_collector is not None:
+            metrics.unregister(self.metrics_collector)
+            self.metrics_collector = None

@@ -195,6 +195,11 @@ class Router:
         content = {"comm_id": comm_id, "data": {}}
         return [ToKernel(COMM_CLOSE, content, {}), *self._close_all(comm, reason)]
 
+    def subscribers(self, comm_id: str) -> int:
+        """How many clients are attached to a comm (0 for a comm the router does not know)."""
+        comm = self.comms.get(comm_id)
+        return len(comm.clients) if comm is not None else 0
+
     # -- kernel ------------------------------------------------------------------------------
 
     def comm_exists(self, comm_id: str, target_name: str) -> None:
