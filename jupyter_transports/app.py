@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from jupyter_server.extension.application import ExtensionApp
-from prometheus_client.registry import Collector
 from traitlets import Float, Instance, Int, List, Unicode
 
 from .bridge import BridgeManager
@@ -55,7 +54,7 @@ class TransportsExtension(ExtensionApp):
 
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
     metrics_collector = Instance(
-        Collector, allow_none=True, help="What publishes the bridges' counters on /metrics."
+        metrics.TransportsCollector, allow_none=True, help="What publishes the bridges' counters on /metrics."
     )
 
     def initialize_settings(self) -> None:

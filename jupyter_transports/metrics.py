@@ -52,7 +52,9 @@ class TransportsCollector(Collector):
                 yield family
 
 
-def register(status: Callable[[], Status], registry: CollectorRegistry = REGISTRY) -> Collector:
+def register(
+    status: Callable[[], Status], registry: CollectorRegistry = REGISTRY
+) -> TransportsCollector:
     """Publish the counters on ``registry`` (the one ``/metrics`` serves) until :func:`unregister`."""
     collector = TransportsCollector(status)
     registry.register(collector)
