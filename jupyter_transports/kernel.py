@@ -19,6 +19,7 @@ KERNEL_INFO_REQUEST = "kernel_info_request"
 COMM_INFO_REQUEST = "comm_info_request"
 STATUS = "status"
 NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
+RECHECK_INTERVAL = 0.2  # seconds: the latest a message whose wake-up was lost is read
 
 
 class KernelChannels(Protocol):
@@ -79,10 +80,10 @@ class ClientChannels:
                     return
 
     async def next_iopub(self) -> dict[str, Any]:
-        return await self.client.iopub_channel.get_msg(timeout=None)
+        return await _next_msg(self.client.iopub_channel)
 
     async def next_shell(self) -> dict[str, Any]:
-        return await self.client.shell_channel.get_msg(timeout=None)
+        return await _next_msg(self.client.shell_channel)
 
     def send(
         self,
@@ -99,3 +100,18 @@ class ClientChannels:
 
     def stop(self) -> None:
         self.client.stop_channels()
+
+
+async def _next_msg(channel: Any) -> dict[str, Any]:
+    """The channel's next message, even if the socket's wake-up was lost.
+
+    A ZMQ socket signals readiness edge-triggered, and pyzmq does not re-arm a pending poll when
+    another operation on the socket (the bridge sends requests on shell while it waits for
+    replies) consumed the signal: the message then sits unread. Seen in the tests as a reply
+    that never came. Waiting in short polls makes each timeout re-check the socket itself.
+    """
+    while True:
+        try:
+            return await channel.get_msg(timeout=RECHECK_INTERVAL)  # type: ignore[no-any-return]
+        except Empty:
+            continue
