@@ -21,7 +21,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_escape, url_path_join
 from tornado import httputil, web
-from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.iostream import StreamBufferFullError
 
 from . import rest, sse
 from .bridge import KernelBridge
