@@ -23,7 +23,8 @@ from openapi_core.testing import MockRequest, MockResponse
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httputil import HTTPHeaders
 
-from jupyter_transports.errors import CloseCode
+from jupyter_transports import rest, sse
+from jupyter_transports.errors import BadRequest, CloseCode, TooLarge
 
 from .conftest import TIMEOUT, closed, recv
 
@@ -354,6 +355,20 @@ async def test_events_keep_alive_and_leave_nothing_behind(api, kernel, events):
     assert sent.json["replies"] == [1]
 
 
+@pytest.mark.parametrize("transports_config", [{"client_buffer_bytes": 256 * 1024}])
+async def test_events_slow_client_is_dropped(api, kernel, events):
+    comm_id = await open_rest(api, kernel, "flood")
+    _, stream = await events(comm_id)  # and never read again
+    flood = {"data": {"count": 200, "size": 128 * 1024}, "count": 0}
+    assert (await api("POST", "kernels", kernel.id, "comms", comm_id, body=flood)).status == 200
+    async with asyncio.timeout(TIMEOUT):  # the server gave up on the stream, not on the comm
+        while (status := await status_of(api, kernel))["drops"] == 0 or status["clients"]:
+            await asyncio.sleep(0.05)
+    assert status["drops"] == 1
+    sent = await api("POST", "kernels", kernel.id, "comms", comm_id, body={"data": {"count": 1, "size": 1}})
+    assert [r["i"] for r in sent.json["replies"]] == [0]
+
+
 async def _drain_comments(stream: EventStream) -> None:
     while "\n\n" in stream.buffer:
         block, stream.buffer = stream.buffer.split("\n\n", 1)
@@ -555,6 +570,29 @@ async def test_spec_is_served(api):
     answer = await api("GET", "spec.yaml")
     assert answer.status == 200
     assert answer.body.decode() == SPEC_TEXT
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+def test_parse_body_defaults_and_limits():
+    assert rest.parse_body(b"", rest.OPEN_DEFAULTS, max_bytes=10) == {"data": {}, "wait": 0}
+    assert rest.parse_body(b'{"data": null, "count": 0}', rest.SEND_DEFAULTS, max_bytes=100) == {
+        "data": None,
+        "wait": 5,
+        "count": 0,
+    }
+    with pytest.raises(TooLarge):
+        rest.parse_body(b'{"data": 12345}', rest.SEND_DEFAULTS, max_bytes=10)
+    for bad in (b'{"data": 1, "wait": NaN}', b'{"data": 1, "wait": Infinity}', b'{"data": 1, "count": -1}'):
+        with pytest.raises(BadRequest):
+            rest.parse_body(bad, rest.SEND_DEFAULTS, max_bytes=100)
+
+
+def test_sse_event_format():
+    assert sse.event('{"a":1}') == b'data: {"a":1}\n\n'
+    assert sse.event("x", sse.CLOSE) == b"event: close\ndata: x\n\n"
+    assert sse.event("one\r\ntwo\nthree") == b"data: one\ndata: two\ndata: three\n\n"
 
 
 def test_every_operation_and_status_was_checked_against_the_spec(spec_seen, request):
