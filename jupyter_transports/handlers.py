@@ -75,6 +75,17 @@ class TransportsAPIHandler(TransportsHandlerMixin, APIHandler):
     def new_client(self, comm_id: str) -> Client:
         return Client(uuid.uuid4().hex, comm_id, self.current_user.username)
 
+    collector: rest.ReplyCollector | None = None
+
+    def new_collector(self) -> rest.ReplyCollector:
+        """Where this call's replies go; it stops waiting if the HTTP client goes away."""
+        self.collector = rest.ReplyCollector(self.extensionapp.client_buffer_bytes)  # type: ignore[attr-defined]
+        return self.collector
+
+    def on_connection_close(self) -> None:
+        if self.collector is not None:
+            self.collector.close(CloseCode.GOING_AWAY, rest.CLIENT_GONE)
+
     def reply(self, model: dict[str, Any], status: int = 200) -> None:
         self.set_status(status)
         self.finish(dumps(model))
@@ -109,7 +120,13 @@ class NewCommAPIHandler(TransportsAPIHandler):
         }
         async with self.bridge(kernel_id) as bridge:
             replies = await rest.open_comm(
-                bridge, client, target_name, body[rest.DATA], query, body[rest.WAIT]
+                bridge,
+                client,
+                self.new_collector(),
+                target_name,
+                body[rest.DATA],
+                query,
+                body[rest.WAIT],
             )
         location = url_path_join(
             self.base_url, "api/transports/kernels", kernel_id, "comms", url_escape(client.comm_id)
@@ -129,6 +146,7 @@ class CommAPIHandler(TransportsAPIHandler):
             replies = await rest.send(
                 bridge,
                 self.new_client(comm_id),
+                self.new_collector(),
                 body[rest.DATA],
                 count=body[rest.COUNT],
                 wait=body[rest.WAIT],

@@ -28,19 +28,35 @@ OPEN_DEFAULTS: dict[str, Any] = {DATA: {}, WAIT: 0}
 SEND_DEFAULTS: dict[str, Any] = {WAIT: 5, COUNT: 1}  # and DATA, which is required
 
 
+CLIENT_GONE = "the HTTP client went away"
+
+
 @dataclass
 class ReplyCollector:
-    """A sink that keeps the ``data`` of what the router routes to it, until it is closed."""
+    """A sink that keeps the ``data`` of what the router routes to it, until it is closed.
 
+    It stops taking replies once they hold ``limit`` bytes (``client_buffer_bytes``), as a
+    socket that far behind would be closed: a caller's ``count`` and ``wait`` cannot make the
+    server hold more for it than for any other client.
+    """
+
+    limit: int | None = None
     replies: list[Any] = field(default_factory=list)
+    size: int = 0
     code: CloseCode | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def deliver(self, frame: OutgoingFrame) -> None:
+        if self.closed.is_set():
+            return
         self.replies.append(frame.data)  # buffers have no place in a JSON answer
+        self.size += frame.size
+        if self.limit is not None and self.size >= self.limit:
+            self.closed.set()
 
     def close(self, code: CloseCode, reason: str) -> None:
-        self.code = code
+        if self.code is None:
+            self.code = code
         self.closed.set()
 
     async def wait(self, seconds: float) -> None:
@@ -104,6 +120,7 @@ async def list_comms(bridge: KernelBridge) -> dict[str, dict[str, Any]]:
 async def open_comm(
     bridge: KernelBridge,
     client: Client,
+    collector: ReplyCollector,
     target_name: str,
     data: Any,
     query: dict[str, str],
@@ -116,7 +133,6 @@ async def open_comm(
     """
     loop = asyncio.get_running_loop()
     until = loop.time() + wait
-    collector = ReplyCollector()
     msg_id = bridge.open_comm(client, collector, target_name, data, query, owned=False)
     try:
         try:
@@ -133,12 +149,18 @@ async def open_comm(
 
 
 async def send(
-    bridge: KernelBridge, client: Client, data: Any, *, count: int, wait: float, size: int
+    bridge: KernelBridge,
+    client: Client,
+    collector: ReplyCollector,
+    data: Any,
+    *,
+    count: int,
+    wait: float,
+    size: int,
 ) -> list[Any]:
     """Send one message on ``client.comm_id``; the first ``count`` replies to it within ``wait``."""
     if not await bridge.has_comm(client.comm_id):
         raise CommNotFound(f"no comm {client.comm_id} in this kernel")
-    collector = ReplyCollector()
     bridge.post(client, collector, data, count=count, size=size)
     if count == 0:
         return []

@@ -277,6 +277,33 @@ async def test_send_never_more_than_count_and_wait_is_not_an_error(api, kernel):
     assert fire_and_forget.json == {"replies": []}
 
 
+@pytest.mark.parametrize("transports_config", [{"client_buffer_bytes": 4096}])
+async def test_replies_held_for_a_call_are_bounded(api, kernel):
+    comm_id = await open_rest(api, kernel, "flood")
+    flood = {"data": {"count": 20, "size": 1000}, "count": 20}
+    replies = (await api("POST", "kernels", kernel.id, "comms", comm_id, body=flood)).json["replies"]
+    assert 4 <= len(replies) < 20  # stopped once they held client_buffer_bytes
+    assert [r["i"] for r in replies] == list(range(len(replies)))
+
+
+async def test_call_whose_client_went_away_stops_waiting(api, kernel, server_url, token):
+    comm_id = await open_rest(api, kernel)  # the bridge closes after the call: nobody uses it
+    url = urlsplit(server_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    body = json.dumps({"data": "once", "count": 2, "wait": 3 * TIMEOUT}).encode()
+    writer.write(
+        f"POST {url.path.rstrip('/')}{API}/kernels/{kernel.id}/comms/{comm_id} HTTP/1.1\r\n"
+        f"Host: {url.netloc}\r\nAuthorization: token {token}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    async with asyncio.timeout(TIMEOUT):  # the call holds the bridge while it waits...
+        while (await status_of(api, kernel))["comms"] == 0:
+            await asyncio.sleep(0.02)
+        writer.close()
+        while (await status_of(api, kernel))["comms"]:  # ...and lets go once its client left
+            await asyncio.sleep(0.02)
+
+
 async def test_delete_closes_attached_sockets_with_1000(api, kernel, attach):
     comm_id = await open_rest(api, kernel)
     sockets = [await attach(comm_id) for _ in range(2)]
