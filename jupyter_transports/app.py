@@ -5,8 +5,8 @@ from __future__ import annotations
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Instance, Int, List, Unicode
 
-from .bridge import BridgeManager
 from . import metrics
+from .bridge import BridgeManager
 from .handlers import default_handlers
 
 MiB = 1024 * 1024
@@ -54,7 +54,9 @@ class TransportsExtension(ExtensionApp):
 
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
     metrics_collector = Instance(
-        metrics.TransportsCollector, allow_none=True, help="What publishes the bridges' counters on /metrics."
+        metrics.TransportsCollector,
+        allow_none=True,
+        help="What publishes the bridges' counters on /metrics.",
     )
 
     def initialize_settings(self) -> None:

@@ -51,6 +51,7 @@ class TransportsAPIHandler(TransportsHandlerMixin, APIHandler):
     """What the REST handlers share: the kernel's bridge for one call, faults as statuses."""
 
     auth_resource = AUTH_RESOURCE
+    collector: rest.ReplyCollector | None = None  # a POST's, while it waits for replies
 
     @asynccontextmanager
     async def bridge(self, kernel_id: str) -> AsyncIterator[KernelBridge]:
@@ -74,8 +75,6 @@ class TransportsAPIHandler(TransportsHandlerMixin, APIHandler):
 
     def new_client(self, comm_id: str) -> Client:
         return Client(uuid.uuid4().hex, comm_id, self.current_user.username)
-
-    collector: rest.ReplyCollector | None = None
 
     def new_collector(self) -> rest.ReplyCollector:
         """Where this call's replies go; it stops waiting if the HTTP client goes away."""

@@ -105,10 +105,12 @@ class ClientChannels:
 async def _next_msg(channel: Any) -> dict[str, Any]:
     """The channel's next message, even if the socket's wake-up was lost.
 
-    A ZMQ socket signals readiness edge-triggered, and pyzmq does not re-arm a pending poll when
-    another operation on the socket (the bridge sends requests on shell while it waits for
-    replies) consumed the signal: the message then sits unread. Seen in the tests as a reply
-    that never came. Waiting in short polls makes each timeout re-check the socket itself.
+    A ZMQ socket signals readiness edge-triggered, and another operation on the socket (the
+    bridge sends requests on shell while it waits for replies) can consume the signal: pyzmq
+    re-arms only its pending receives after a send, not a pending poll (``get_msg``), and the
+    message then sits unread. Seen in the tests as a comm_info_reply that never came (the
+    socket's ZMQ_EVENTS said POLLIN). Waiting in short polls makes each timeout re-check the
+    socket itself, so such a message is late by at most ``RECHECK_INTERVAL``.
     """
     while True:
         try:
