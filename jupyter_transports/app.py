@@ -7,6 +7,7 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Instance, Int, List, Unicode, default
 
+from . import metrics
 from .bridge import BridgeManager
 from .handlers import default_handlers
 
@@ -47,7 +48,19 @@ class TransportsExtension(ExtensionApp):
         403. None allows every target.""",
     )
 
+    sse_keepalive_interval = Float(
+        15.0,
+        config=True,
+        help="""Seconds between the keep-alive comments of a quiet Server-Sent Events stream, so
+        that proxies keep it open.""",
+    )
+
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
+    metrics_collector = Instance(
+        metrics.TransportsCollector,
+        allow_none=True,
+        help="What publishes the bridges' counters on /metrics.",
+    )
 
     @default("static_paths")
     def _default_static_paths(self) -> list[str]:
@@ -62,6 +75,7 @@ class TransportsExtension(ExtensionApp):
             log=self.log,
             event_logger=self.serverapp.event_logger,
         )
+        self.metrics_collector = metrics.register(self.bridges.status)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)
@@ -69,3 +83,6 @@ class TransportsExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.bridges is not None:
             self.bridges.stop()
+        if self.metrics_collector is not None:
+            metrics.unregister(self.metrics_collector)
+            self.metrics_collector = None

@@ -18,10 +18,12 @@ from typing import Any, Protocol
 
 from .errors import CloseCode, KernelFault, KernelTimeout
 from .framing import Buffers, OutgoingFrame
-from .kernel import COMM_INFO_REQUEST, ClientChannels, KernelChannels
+from .kernel import COMM_INFO_REQUEST, STATUS, ClientChannels, KernelChannels
 from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
+from .stats import KernelStats
 
 SHUTDOWN_REPLY = "shutdown_reply"
+IDLE = "idle"  # content["execution_state"] of the iopub status that ends a request's handling
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 KERNEL_RESTARTING = "kernel restarting"
@@ -53,6 +55,7 @@ class KernelBridge:
         log: logging.Logger,
         on_closed: Callable[[KernelBridge], None],
         kernel_generation: object = None,
+        stats: KernelStats | None = None,
     ) -> None:
         self.kernel_id = kernel_id
         self.kernel_generation = kernel_generation
@@ -64,7 +67,9 @@ class KernelBridge:
         self.users = 0
         self.closed = False
         self._on_closed = on_closed
+        self.stats = stats if stats is not None else KernelStats()
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._idle: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -77,12 +82,20 @@ class KernelBridge:
     # -- subscribers ---------------------------------------------------------------------------
 
     def open_comm(
-        self, client: Client, sink: Sink, target_name: str, data: Any, query: Mapping[str, str]
-    ) -> None:
-        """Open a new comm in the kernel, owned by ``client``."""
+        self,
+        client: Client,
+        sink: Sink,
+        target_name: str,
+        data: Any,
+        query: Mapping[str, str],
+        *,
+        owned: bool = True,
+    ) -> str:
+        """Open a new comm in the kernel (owned by ``client`` if ``owned``); the comm_open's id."""
         self.check_open()
         self.sinks[client.id] = sink
-        self.perform(self.router.open_comm(client, target_name, data, query))
+        [msg_id] = self.perform(self.router.open_comm(client, target_name, data, query, owned=owned))
+        return msg_id
 
     async def has_comm(self, comm_id: str) -> bool:
         """Whether the kernel has this comm, asking it if the bridge has not seen the comm open."""
@@ -94,9 +107,39 @@ class KernelBridge:
         self.router.attach(client)
         self.sinks[client.id] = sink
 
-    def send(self, client_id: str, data: Any, buffers: Buffers = ()) -> None:
-        """A client's message to its comm; :class:`~.errors.ReadOnly` if it may only receive."""
-        self.perform(self.router.send(client_id, data, buffers))
+    def send(self, client_id: str, data: Any, buffers: Buffers = (), size: int = 0) -> None:
+        """A client's message to its comm; :class:`~.errors.ReadOnly` if it may only receive.
+
+        ``size`` is the bytes of the client's frame, for the traffic counters.
+        """
+        if self.perform(self.router.send(client_id, data, buffers)):
+            self.stats.messages_to_kernel += 1
+            self.stats.bytes_to_kernel += size
+
+    def post(
+        self, client: Client, sink: Sink, data: Any, *, count: int, size: int = 0
+    ) -> str:
+        """Send one message for a client not attached to the comm (a REST call); its id.
+
+        Up to ``count`` of the kernel's replies to it (messages on the comm whose parent it is)
+        go to ``sink``, which is closed once they all arrived; see :meth:`leave` to stop sooner.
+        """
+        [msg_id] = self.perform(self.router.post(client, data))
+        self.stats.messages_to_kernel += 1
+        self.stats.bytes_to_kernel += size
+        if count > 0:
+            self.router.expect_replies(client, msg_id, count)
+            self.sinks[client.id] = sink
+        return msg_id
+
+    def close_comm(self, comm_id: str) -> str:
+        """Close a comm for the server: its subscribers close with 1000; the comm_close's id."""
+        msg_id, *_ = self.perform(self.router.close_comm(comm_id))
+        return msg_id
+
+    def count_drop(self) -> None:
+        """A subscriber fell too far behind and is being closed."""
+        self.stats.drops += 1
 
     def leave(self, client_id: str) -> None:
         """A subscriber went away."""
@@ -121,6 +164,20 @@ class KernelBridge:
         finally:
             self._replies.pop(msg_id, None)
 
+    async def settled(self, msg_id: str) -> None:
+        """Return once the kernel has handled the request ``msg_id`` (its iopub ``status: idle``).
+
+        Await it right after sending, with no other ``await`` between, so the status cannot be
+        missed. Raises :class:`~.errors.KernelTimeout` after ``kernel_timeout`` seconds.
+        """
+        done = self._idle[msg_id] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(done, self.kernel_timeout)
+        except asyncio.TimeoutError:
+            raise KernelTimeout(f"the kernel did not handle the request within {self.kernel_timeout} s") from None
+        finally:
+            self._idle.pop(msg_id, None)
+
     async def refresh_comms(self) -> dict[str, Any]:
         """Ask the kernel which comms it has; learn those the bridge had not seen opening."""
         reply = await self.request(COMM_INFO_REQUEST, {})
@@ -143,8 +200,12 @@ class KernelBridge:
                         msg.get("metadata") or {},
                         msg.get("buffers") or (),
                         msg["parent_header"].get("msg_type"),
+                        msg["parent_header"].get("msg_id"),
                     )
                 )
+            elif msg_type == STATUS:
+                if msg["content"].get("execution_state") == IDLE:
+                    _resolve(self._idle.get(msg["parent_header"].get("msg_id")), None)
             elif msg_type == SHUTDOWN_REPLY:
                 restart = msg["content"].get("restart")
                 self.kernel_gone(*_restart_or_shutdown(restart))
@@ -153,9 +214,7 @@ class KernelBridge:
     async def _read_shell(self) -> None:
         while True:
             msg = await self.channels.next_shell()
-            reply = self._replies.get(msg["parent_header"].get("msg_id"))
-            if reply is not None and not reply.done():
-                reply.set_result(msg)
+            _resolve(self._replies.get(msg["parent_header"].get("msg_id")), msg)
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -168,10 +227,13 @@ class KernelBridge:
 
     # -- actions -------------------------------------------------------------------------------
 
-    def perform(self, actions: list[Action]) -> None:
-        """Carry out what the router decided."""
+    def perform(self, actions: list[Action]) -> list[str]:
+        """Carry out what the router decided; the ids of the messages sent to the kernel."""
+        sent = []
         for action in actions:
             if isinstance(action, Deliver):
+                self.stats.messages_from_kernel += 1
+                self.stats.bytes_from_kernel += action.frame.size
                 for client_id in action.clients:
                     self.sinks[client_id].deliver(action.frame)
             elif isinstance(action, Close):
@@ -179,7 +241,12 @@ class KernelBridge:
                 if sink is not None:
                     sink.close(action.code, action.reason)
             elif isinstance(action, ToKernel):
-                self.channels.send(action.msg_type, action.content, action.metadata, action.buffers)
+                sent.append(
+                    self.channels.send(
+                        action.msg_type, action.content, action.metadata, action.buffers
+                    )
+                )
+        return sent
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -216,11 +283,16 @@ class KernelBridge:
         self.closed = True
         for task in self._tasks:
             task.cancel()
-        for reply in self._replies.values():
-            if not reply.done():
-                reply.set_exception(KernelFault("the bridge to the kernel closed"))
+        for pending in (*self._replies.values(), *self._idle.values()):
+            if not pending.done():
+                pending.set_exception(KernelFault("the bridge to the kernel closed"))
         self.channels.stop()
         self._on_closed(self)
+
+
+def _resolve(future: asyncio.Future[Any] | None, result: Any) -> None:
+    if future is not None and not future.done():
+        future.set_result(result)
 
 
 def _restart_or_shutdown(restart: bool) -> tuple[CloseCode, str]:
@@ -244,6 +316,7 @@ class BridgeManager:
         self.kernel_timeout = kernel_timeout
         self.log = log
         self.bridges: dict[str, KernelBridge] = {}
+        self.stats: dict[str, KernelStats] = {}
         self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
         if event_logger is not None:
             event_logger.add_listener(
@@ -293,6 +366,7 @@ class BridgeManager:
             log=self.log,
             on_closed=self._forget,
             kernel_generation=self._generation(kernel_id),
+            stats=self.stats.setdefault(kernel_id, KernelStats()),
         )
         try:
             await bridge.start()
@@ -341,6 +415,21 @@ class BridgeManager:
             bridge.kernel_gone(CloseCode.GOING_AWAY, KERNEL_SHUT_DOWN)
         elif action == "restart" and self._outlived_its_kernel(bridge):
             bridge.kernel_gone(CloseCode.RESTARTING, KERNEL_RESTARTING)
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Per kernel that has been bridged and still lives: its traffic and current subscribers."""
+        for kernel_id in [k for k in self.stats if not self.kernel_exists(k)]:
+            del self.stats[kernel_id]
+        status = {}
+        for kernel_id, stats in self.stats.items():
+            bridge = self.bridges.get(kernel_id)
+            comms = bridge.router.comms.values() if bridge is not None else ()
+            status[kernel_id] = {
+                "comms": len(comms),
+                "clients": sum(len(comm.clients) for comm in comms),
+                **stats.as_dict(),
+            }
+        return status
 
     def stop(self) -> None:
         """The server stops: close every bridge's comms and sockets."""

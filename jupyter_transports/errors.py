@@ -36,6 +36,17 @@ class ClientFault(TransportsError):
     status = 400
 
 
+class BadRequest(ClientFault):
+    """A REST body that is not what the endpoint takes."""
+
+
+class TooLarge(ClientFault):
+    """A frame or body over ``max_message_bytes``."""
+
+    close_code = CloseCode.TOO_BIG
+    status = 413
+
+
 class BadFrame(ClientFault):
     """A frame that cannot be decoded."""
 

@@ -54,6 +54,13 @@ def dumps(data: Any) -> str:
     return json.dumps(data, default=json_default, separators=(",", ":"), ensure_ascii=False)
 
 
+def utf8_size(text: str | bytes) -> int:
+    """Bytes of ``text`` in UTF-8, without encoding it when it is ASCII (the common case)."""
+    if isinstance(text, bytes) or text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
     """Lay ``data_json`` and ``buffers`` out as one binary frame."""
     parts = [data_json, *buffers]
@@ -118,6 +125,11 @@ class OutgoingFrame:
     @cached_property
     def _binary(self) -> bytes:
         return pack_binary(self._json.encode("utf-8"), self.buffers)
+
+    @cached_property
+    def size(self) -> int:
+        """Bytes of the default-mode frame (for the traffic counters)."""
+        return len(self._binary) if self.buffers else utf8_size(self._json)
 
     def for_mode(self, mode: FrameMode) -> Frame:
         """The frame a socket in ``mode`` receives."""

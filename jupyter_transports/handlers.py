@@ -1,14 +1,295 @@
-"""URL patterns of the extension (under the server's ``base_url``)."""
+"""URL patterns of the extension (under the server's ``base_url``), and its REST handlers.
+
+The REST endpoints share their paths with the WebSocket ones: a GET with ``Upgrade: websocket``
+is a socket, any other request is REST. Tornado routes a URL to one class, so a
+:class:`SharedPath` only picks the handler that serves the request: the socket handler of
+:mod:`.websocket`, or a REST handler here. Each REST method is a few checks and one call into
+:mod:`.rest`; every fault of the package maps to its status in :meth:`TransportsAPIHandler.bridge`.
+"""
 
 from __future__ import annotations
 
-from .websocket import AUTH_RESOURCE, AttachHandler, NewCommHandler
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
 
-KERNEL = r"/api/transports/kernels/(?P<kernel_id>[\w-]+)"
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.utils import url_escape, url_path_join
+from tornado import httputil, web
+from tornado.iostream import StreamBufferFullError
 
-default_handlers = [
-    (KERNEL + r"/targets/(?P<target_name>[^/]+)", NewCommHandler),
-    (KERNEL + r"/comms/(?P<comm_id>[^/]+)", AttachHandler),
+from . import rest, sse
+from .bridge import KernelBridge
+from .errors import CloseCode, CommNotFound, TransportsError
+from .framing import OutgoingFrame, dumps
+from .router import Client
+from .websocket import (
+    AUTH_RESOURCE,
+    EXECUTE,
+    READ,
+    TOKEN_PARAM,
+    AttachHandler,
+    NewCommHandler,
+    TransportsHandlerMixin,
+)
+
+API = r"/api/transports"
+KERNEL = API + r"/kernels/(?P<kernel_id>[\w-]+)"
+COMM = KERNEL + r"/comms/(?P<comm_id>[^/]+)"
+SPEC_FILE = "rest-api.yml"
+SPEC_RESOURCE = "api"  # as jupyter_server's own /api/spec.yaml
+UPGRADE = "Upgrade"
+WEBSOCKET = "websocket"
+
+
+class TransportsAPIHandler(TransportsHandlerMixin, APIHandler):
+    """What the REST handlers share: the kernel's bridge for one call, faults as statuses."""
+
+    auth_resource = AUTH_RESOURCE
+    collector: rest.ReplyCollector | None = None  # a POST's, while it waits for replies
+
+    @asynccontextmanager
+    async def bridge(self, kernel_id: str) -> AsyncIterator[KernelBridge]:
+        """Hold the kernel's bridge for one call; 404 for an unknown kernel."""
+        self.check_kernel(kernel_id)
+        try:
+            async with self.bridges.using(kernel_id) as bridge:
+                yield bridge
+        except TransportsError as e:
+            raise web.HTTPError(e.status, str(e)) from e
+
+    def body(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return rest.parse_body(
+                self.request.body,
+                defaults,
+                max_bytes=self.extensionapp.max_message_bytes,  # type: ignore[attr-defined]
+            )
+        except TransportsError as e:
+            raise web.HTTPError(e.status, str(e)) from e
+
+    def new_client(self, comm_id: str) -> Client:
+        return Client(uuid.uuid4().hex, comm_id, self.current_user.username)
+
+    def new_collector(self) -> rest.ReplyCollector:
+        """Where this call's replies go; it stops waiting if the HTTP client goes away."""
+        self.collector = rest.ReplyCollector(self.extensionapp.client_buffer_bytes)  # type: ignore[attr-defined]
+        return self.collector
+
+    def on_connection_close(self) -> None:
+        if self.collector is not None:
+            self.collector.close(CloseCode.GOING_AWAY, rest.CLIENT_GONE)
+
+    def reply(self, model: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(dumps(model))
+
+
+class CommsHandler(TransportsAPIHandler):
+    """``GET …/kernels/{kernel_id}/comms``: the kernel's comms and their clients."""
+
+    @web.authenticated
+    @authorized(READ, resource=AUTH_RESOURCE)
+    async def get(self, kernel_id: str) -> None:
+        async with self.bridge(kernel_id) as bridge:
+            comms = await rest.list_comms(bridge)
+        self.reply({"comms": comms})
+
+
+class NewCommAPIHandler(TransportsAPIHandler):
+    """``POST …/targets/{target_name}``: open a comm that outlives the call."""
+
+    @web.authenticated
+    @authorized(EXECUTE, resource=AUTH_RESOURCE)
+    async def post(self, kernel_id: str, target_name: str) -> None:
+        self.check_target(target_name)
+        body = self.body(rest.OPEN_DEFAULTS)
+        if not isinstance(body[rest.DATA], dict):
+            raise web.HTTPError(400, "'data' of a new comm must be a JSON object")
+        client = self.new_client(uuid.uuid4().hex)
+        query = {
+            name: values[-1].decode("utf-8", "replace")
+            for name, values in self.request.query_arguments.items()
+            if name != TOKEN_PARAM
+        }
+        async with self.bridge(kernel_id) as bridge:
+            replies = await rest.open_comm(
+                bridge,
+                client,
+                self.new_collector(),
+                target_name,
+                body[rest.DATA],
+                query,
+                body[rest.WAIT],
+            )
+        location = url_path_join(
+            self.base_url, "api/transports/kernels", kernel_id, "comms", url_escape(client.comm_id)
+        )
+        self.set_header("Location", location)
+        self.reply({"comm_id": client.comm_id, "replies": replies}, 201)
+
+
+class CommAPIHandler(TransportsAPIHandler):
+    """``POST`` (send one message) and ``DELETE`` (close) ``…/comms/{comm_id}``."""
+
+    @web.authenticated
+    @authorized(EXECUTE, resource=AUTH_RESOURCE)
+    async def post(self, kernel_id: str, comm_id: str) -> None:
+        body = self.body(rest.SEND_DEFAULTS)
+        async with self.bridge(kernel_id) as bridge:
+            replies = await rest.send(
+                bridge,
+                self.new_client(comm_id),
+                self.new_collector(),
+                body[rest.DATA],
+                count=body[rest.COUNT],
+                wait=body[rest.WAIT],
+                size=len(self.request.body),
+            )
+        self.reply({"replies": replies})
+
+    @web.authenticated
+    @authorized(EXECUTE, resource=AUTH_RESOURCE)
+    async def delete(self, kernel_id: str, comm_id: str) -> None:
+        async with self.bridge(kernel_id) as bridge:
+            await rest.close_comm(bridge, comm_id)
+        self.set_status(204)
+        self.finish()
+
+
+class EventsHandler(TransportsAPIHandler):
+    """``GET …/comms/{comm_id}/events``: the comm's messages as Server-Sent Events.
+
+    The stream is a receive-only client of the comm and the bridge's sink: each message is
+    written as it comes; the stream ends when the comm does, or when the client goes away.
+    """
+
+    ended: asyncio.Event
+    client: Client
+    bridge_in_use: KernelBridge | None = None
+
+    @web.authenticated
+    @authorized(READ, resource=AUTH_RESOURCE)
+    async def get(self, kernel_id: str, comm_id: str) -> None:
+        self.ended = asyncio.Event()
+        self.client = Client(uuid.uuid4().hex, comm_id, self.current_user.username, can_send=False)
+        async with self.bridge(kernel_id) as bridge:
+            if not await bridge.has_comm(comm_id):
+                raise CommNotFound(f"no comm {comm_id} in this kernel")
+            self.set_header("Content-Type", sse.CONTENT_TYPE)
+            self.set_header("Cache-Control", "no-cache")
+            self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold events back
+            stream = self.request.connection.stream  # type: ignore[union-attr]
+            stream.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
+            bridge.attach(self.client, self)
+            self.bridge_in_use = bridge
+            try:
+                self.send(sse.event(dumps({"comm_id": comm_id}), sse.OPEN))
+                await self.keep_alive()
+            finally:
+                self.bridge_in_use = None
+                bridge.leave(self.client.id)
+        if not stream.closed():
+            self.finish(set_content_type=sse.CONTENT_TYPE)
+
+    async def keep_alive(self) -> None:
+        """Comment lines while the stream is quiet, so proxies hold it open, until it ends."""
+        interval = self.extensionapp.sse_keepalive_interval  # type: ignore[attr-defined]
+        while not self.ended.is_set():
+            try:
+                await asyncio.wait_for(self.ended.wait(), interval)
+            except asyncio.TimeoutError:
+                self.send(sse.KEEPALIVE)
+
+    def send(self, chunk: bytes) -> None:
+        """Write now, without waiting: a client too far behind is dropped, as a socket would be."""
+        if self.ended.is_set():
+            return
+        self.write(chunk)
+        try:
+            self.flush()
+        except StreamBufferFullError:
+            self.log.warning("Event stream %s fell too far behind; closing it", self.client.id)
+            if self.bridge_in_use is not None:
+                self.bridge_in_use.count_drop()
+            self.request.connection.stream.close()  # type: ignore[union-attr]
+            self.ended.set()
+
+    def on_connection_close(self) -> None:
+        self.ended.set()  # the client went away; get() says goodbye to the bridge
+
+    # -- the bridge's sink ---------------------------------------------------------------------
+
+    def deliver(self, frame: OutgoingFrame) -> None:
+        self.send(sse.event(dumps(frame.data)))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.send(sse.event(dumps({"code": int(code), "reason": reason}), sse.CLOSE))
+        self.ended.set()
+
+
+class StatusHandler(TransportsAPIHandler):
+    """``GET /api/transports/status``: per kernel, its comms, clients and traffic."""
+
+    @web.authenticated
+    @authorized(READ, resource=AUTH_RESOURCE)
+    def get(self) -> None:
+        self.reply({"kernels": self.bridges.status()})
+
+
+class SpecHandler(web.StaticFileHandler, JupyterHandler):
+    """``GET /api/transports/spec.yaml``: the OpenAPI document of the REST endpoints."""
+
+    auth_resource = SPEC_RESOURCE
+
+    def initialize(self) -> None:  # type: ignore[override]
+        web.StaticFileHandler.initialize(self, path=os.path.dirname(__file__))
+
+    @web.authenticated
+    @authorized(READ, resource=SPEC_RESOURCE)
+    def get(self) -> Any:  # type: ignore[override]
+        return web.StaticFileHandler.get(self, SPEC_FILE)
+
+    def get_content_type(self) -> str:
+        return "text/x-yaml"
+
+
+class SharedPath(ExtensionHandlerMixin, web.RequestHandler):
+    """One path, two protocols: hands the request to the socket or to the REST handler."""
+
+    socket: ClassVar[type[web.RequestHandler]]
+    rest: ClassVar[type[web.RequestHandler]]
+
+    def __new__(  # type: ignore[misc]
+        cls, application: web.Application, request: httputil.HTTPServerRequest, **kwargs: Any
+    ) -> web.RequestHandler:
+        upgrade = request.headers.get(UPGRADE, "").lower() == WEBSOCKET
+        handler = cls.socket if request.method == "GET" and upgrade else cls.rest
+        return handler(application, request, **kwargs)
+
+
+class TargetPath(SharedPath):
+    socket = NewCommHandler
+    rest = NewCommAPIHandler
+
+
+class CommPath(SharedPath):
+    socket = AttachHandler
+    rest = CommAPIHandler
+
+
+default_handlers: list[tuple[str, type[web.RequestHandler]]] = [
+    (KERNEL + r"/comms", CommsHandler),
+    (KERNEL + r"/targets/(?P<target_name>[^/]+)", TargetPath),
+    (COMM, CommPath),
+    (COMM + r"/events", EventsHandler),
+    (API + r"/status", StatusHandler),
+    (API + r"/spec\.yaml", SpecHandler),
 ]
 
 __all__ = ["AUTH_RESOURCE", "default_handlers"]

@@ -19,7 +19,7 @@ KERNEL_INFO_REQUEST = "kernel_info_request"
 COMM_INFO_REQUEST = "comm_info_request"
 STATUS = "status"
 NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
-SHELL_POLL_INTERVAL = 0.25  # seconds: the longest a shell reply can wait for a lost wakeup
+RECHECK_INTERVAL = 0.2  # seconds: the latest a message whose wake-up was lost is read
 
 
 class KernelChannels(Protocol):
@@ -80,20 +80,10 @@ class ClientChannels:
                     return
 
     async def next_iopub(self) -> dict[str, Any]:
-        return await self.client.iopub_channel.get_msg(timeout=None)
+        return await _next_msg(self.client.iopub_channel)
 
     async def next_shell(self) -> dict[str, Any]:
-        """The next shell reply, polling at most ``SHELL_POLL_INTERVAL`` s at a time.
-
-        The bridge sends on the shell socket while it waits to read from it. With zmq.asyncio a
-        send can consume the socket's (edge-triggered) readiness signal, so a reply may sit
-        unread with no wakeup to come; a poll that times out looks again and finds it.
-        """
-        while True:
-            try:
-                return await self.client.shell_channel.get_msg(timeout=SHELL_POLL_INTERVAL)
-            except Empty:
-                continue
+        return await _next_msg(self.client.shell_channel)
 
     def send(
         self,
@@ -110,3 +100,20 @@ class ClientChannels:
 
     def stop(self) -> None:
         self.client.stop_channels()
+
+
+async def _next_msg(channel: Any) -> dict[str, Any]:
+    """The channel's next message, even if the socket's wake-up was lost.
+
+    A ZMQ socket signals readiness edge-triggered, and another operation on the socket (the
+    bridge sends requests on shell while it waits for replies) can consume the signal: pyzmq
+    re-arms only its pending receives after a send, not a pending poll (``get_msg``), and the
+    message then sits unread. Seen in the tests as a comm_info_reply that never came (the
+    socket's ZMQ_EVENTS said POLLIN). Waiting in short polls makes each timeout re-check the
+    socket itself, so such a message is late by at most ``RECHECK_INTERVAL``.
+    """
+    while True:
+        try:
+            return await channel.get_msg(timeout=RECHECK_INTERVAL)  # type: ignore[no-any-return]
+        except Empty:
+            continue

@@ -15,6 +15,10 @@ Rules, in plain words:
 4. When a comm ends, every client attached to it is closed, and forgotten at once: a ``Close``
    action is the router's last word about that client.
 5. A ``comm_close`` from the kernel in answer to the ``comm_open`` (its parent) is a refusal.
+6. A client may also send one message without attaching (a REST call) and collect the kernel's
+   replies to it: the comm messages whose parent is that message (and, if ``transports.to`` is
+   set, that name it), at most the number it asked for. Its collection ends with a ``Close``, as
+   for any client: when the count is reached, or when the comm or the kernel goes away.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ CLOSED_BY_KERNEL = "comm closed by the kernel"
 CLOSED_BY_OWNER = "comm closed by the client that opened it"
 CLOSED_BY_REQUEST = "comm closed by request"
 REFUSED_BY_KERNEL = "the kernel refused the comm"
+REPLIES_COMPLETE = "every expected reply arrived"
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,14 @@ Action = Deliver | Close | ToKernel
 
 
 @dataclass
+class Collector:
+    """A client waiting for the replies to one message it sent (rule 6)."""
+
+    client: Client
+    remaining: int
+
+
+@dataclass
 class Comm:
     """A comm the bridge knows about, and who is attached to it (insertion-ordered)."""
 
@@ -91,6 +104,7 @@ class Comm:
     target_name: str
     owner: str | None = None
     clients: dict[str, Client] = field(default_factory=dict)
+    collectors: dict[str, Collector] = field(default_factory=dict)  # by parent msg id
 
 
 class Router:
@@ -103,10 +117,20 @@ class Router:
     # -- clients -----------------------------------------------------------------------------
 
     def open_comm(
-        self, client: Client, target_name: str, data: Any, query: Mapping[str, str]
+        self,
+        client: Client,
+        target_name: str,
+        data: Any,
+        query: Mapping[str, str],
+        *,
+        owned: bool = True,
     ) -> list[Action]:
-        """``client`` opens a new comm (``client.comm_id``) to ``target_name`` and owns it."""
-        comm = Comm(client.comm_id, target_name, owner=client.id)
+        """``client`` opens a new comm (``client.comm_id``) to ``target_name``.
+
+        An ``owned`` comm ends when its client leaves (a socket's); otherwise it outlives the
+        client, as a comm the kernel opened does (a REST call's).
+        """
+        comm = Comm(client.comm_id, target_name, owner=client.id if owned else None)
         self.comms[comm.id] = comm
         self._add(comm, client)
         metadata = _metadata(client)
@@ -131,13 +155,32 @@ class Router:
         content = {"comm_id": client.comm_id, "data": data}
         return [ToKernel(COMM_MSG, content, _metadata(client), buffers)]
 
+    def post(self, client: Client, data: Any, buffers: Buffers = ()) -> list[Action]:
+        """One message from a client that is not attached to the comm (a REST call)."""
+        if client.comm_id not in self.comms:
+            raise CommNotFound(f"no comm {client.comm_id}")
+        if not client.can_send:
+            raise ReadOnly("this client may only receive")
+        content = {"comm_id": client.comm_id, "data": data}
+        return [ToKernel(COMM_MSG, content, _metadata(client), buffers)]
+
+    def expect_replies(self, client: Client, parent_msg_id: str, count: int) -> None:
+        """``client`` collects at most ``count`` (> 0) replies to the message ``parent_msg_id``."""
+        comm = self.comms.get(client.comm_id)
+        if comm is None:
+            raise CommNotFound(f"no comm {client.comm_id}")
+        comm.collectors[parent_msg_id] = Collector(client, count)
+        self.clients[client.id] = client
+
     def leave(self, client_id: str) -> list[Action]:
         """A client went away; if it owned its comm, the comm ends too."""
         client = self.clients.pop(client_id, None)
         if client is None:
             return []
         comm = self.comms[client.comm_id]
-        del comm.clients[client_id]
+        if comm.clients.pop(client_id, None) is None:
+            _forget_collector(comm, client_id)
+            return []
         if comm.owner != client_id:
             return []
         del self.comms[comm.id]
@@ -155,6 +198,11 @@ class Router:
         content = {"comm_id": comm_id, "data": {}}
         return [ToKernel(COMM_CLOSE, content, {}), *self._close_all(comm, reason)]
 
+    def subscribers(self, comm_id: str) -> int:
+        """How many clients are attached to a comm (0 for a comm the router does not know)."""
+        comm = self.comms.get(comm_id)
+        return len(comm.clients) if comm is not None else 0
+
     # -- kernel ------------------------------------------------------------------------------
 
     def comm_exists(self, comm_id: str, target_name: str) -> None:
@@ -168,6 +216,7 @@ class Router:
         metadata: Mapping[str, Any],
         buffers: Buffers = (),
         parent_msg_type: str | None = None,
+        parent_msg_id: str | None = None,
     ) -> list[Action]:
         """A comm message arrived on the kernel's iopub channel."""
         comm_id: str = content.get("comm_id", "")
@@ -178,10 +227,10 @@ class Router:
         if comm is None:
             return []
         if msg_type == COMM_MSG:
-            recipients = _recipients(comm, metadata)
+            recipients, done = self._reply_recipients(comm, metadata, parent_msg_id)
             if not recipients:
                 return []
-            return [Deliver(recipients, OutgoingFrame(content.get("data"), buffers))]
+            return [Deliver(recipients, OutgoingFrame(content.get("data"), buffers)), *done]
         if msg_type == COMM_CLOSE:
             del self.comms[comm_id]
             if parent_msg_type == COMM_OPEN:
@@ -189,7 +238,9 @@ class Router:
             actions: list[Action] = []
             data = content.get("data")
             if data or buffers:
-                actions.append(Deliver(tuple(comm.clients), OutgoingFrame(data, buffers)))
+                recipients, done = self._reply_recipients(comm, metadata, parent_msg_id)
+                if recipients:
+                    actions += [Deliver(recipients, OutgoingFrame(data, buffers)), *done]
             return actions + self._close_all(comm, CLOSED_BY_KERNEL)
         return []
 
@@ -215,26 +266,51 @@ class Router:
         comm.clients[client.id] = client
         self.clients[client.id] = client
 
+    def _reply_recipients(
+        self, comm: Comm, metadata: Mapping[str, Any], parent_msg_id: str | None
+    ) -> tuple[tuple[str, ...], list[Action]]:
+        """Who receives a kernel message on ``comm``, and the collections it completes."""
+        to = _addressees(metadata)
+        recipients = _recipients(comm, to)
+        collector = comm.collectors.get(parent_msg_id) if parent_msg_id else None
+        if collector is None or (to is not None and collector.client.id not in to):
+            return recipients, []
+        collector.remaining -= 1
+        recipients += (collector.client.id,)
+        if collector.remaining > 0:
+            return recipients, []
+        del comm.collectors[parent_msg_id]  # type: ignore[arg-type]
+        del self.clients[collector.client.id]
+        return recipients, [Close(collector.client.id, CloseCode.COMM_CLOSED, REPLIES_COMPLETE)]
+
     def _close_all(
         self, comm: Comm, reason: str, code: CloseCode = CloseCode.COMM_CLOSED
     ) -> list[Action]:
-        for client_id in comm.clients:
+        ended = [*comm.clients, *(c.client.id for c in comm.collectors.values())]
+        comm.collectors.clear()
+        for client_id in ended:
             del self.clients[client_id]
-        return [Close(client_id, code, reason) for client_id in comm.clients]
+        return [Close(client_id, code, reason) for client_id in ended]
 
 
 def _metadata(client: Client) -> dict[str, Any]:
     return {METADATA_KEY: {CLIENT_KEY: client.id, USER_KEY: client.user}}
 
 
-def _recipients(comm: Comm, metadata: Mapping[str, Any]) -> tuple[str, ...]:
-    to = _addressees(metadata)
+def _recipients(comm: Comm, to: Iterable[str] | None) -> tuple[str, ...]:
     if to is None:
         return tuple(comm.clients)
     return tuple(client_id for client_id in to if client_id in comm.clients)
 
 
-def _addressees(metadata: Mapping[str, Any]) -> Iterable[str] | None:
+def _forget_collector(comm: Comm, client_id: str) -> None:
+    for parent_msg_id, collector in comm.collectors.items():
+        if collector.client.id == client_id:
+            del comm.collectors[parent_msg_id]
+            return
+
+
+def _addressees(metadata: Mapping[str, Any]) -> dict[str, None] | None:
     transports = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
     to = transports.get(TO_KEY) if isinstance(transports, Mapping) else None
     return dict.fromkeys(to) if isinstance(to, list) else None

@@ -22,7 +22,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .bridge import BridgeManager, KernelBridge
 from .errors import CloseCode, CommNotFound, TransportsError
-from .framing import FrameMode, OutgoingFrame, decode_frame
+from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
 from .router import Client
 
 AUTH_RESOURCE = "kernels"
@@ -114,7 +114,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             return  # closed by the server; frames the client sent meanwhile go nowhere
         try:
             data, buffers = decode_frame(message, self.mode)
-            self.bridge.send(self.client.id, data, buffers)
+            self.bridge.send(self.client.id, data, buffers, utf8_size(message))
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
             self.close(e.close_code, str(e))
@@ -138,6 +138,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         except StreamBufferFullError:
             self.log.warning("Client %s fell too far behind; closing it", self.client.id)
             self.stream_of_socket.max_write_buffer_size = None  # room for the close frame
+            if self.bridge is not None:
+                self.bridge.count_drop()
             self.release()
             self.close(CloseCode.TOO_SLOW, "client fell too far behind")
         except WebSocketClosedError:

@@ -1,0 +1,23 @@
+"""Server-Sent Events, as bytes on the wire (pure, no I/O).
+
+Each event is a block of ``field: value`` lines ending with a blank line; a line that starts with
+``:`` is a comment, which clients ignore and proxies see as traffic (the keep-alive). Multi-line
+data is sent as one ``data:`` line per line, as the WHATWG spec has clients join them back.
+"""
+
+from __future__ import annotations
+
+import re
+
+CONTENT_TYPE = "text/event-stream"
+OPEN = "open"  # the first event: the subscription is live
+CLOSE = "close"  # the last event: the comm (or the kernel) went away
+KEEPALIVE = b": keep-alive\n\n"
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # what SSE clients split lines on
+
+
+def event(data: str, name: str | None = None) -> bytes:
+    """One event carrying ``data`` (the client's ``message`` event unless ``name`` is given)."""
+    lines = [f"event: {name}"] if name else []
+    lines += [f"data: {line}" for line in _NEWLINE.split(data)]
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
