@@ -23,6 +23,7 @@ from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKe
 
 SHUTDOWN_REPLY = "shutdown_reply"
 COMM_INFO_REPLY = "comm_info_reply"
+IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY}  # what _read_iopub reads; the rest is dropped
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 KERNEL_RESTARTING = "kernel restarting"
@@ -270,7 +271,7 @@ class BridgeManager:
         # answers only one of the sockets that share one.
         session = kernel.session.clone()
         session.session = uuid.uuid4().hex
-        channels = ClientChannels(kernel.client(session=session))
+        channels = ClientChannels(kernel.client(session=session), iopub_types=IOPUB_TYPES)
         bridge = KernelBridge(
             kernel_id,
             channels,

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
+from collections.abc import Collection
+from hmac import compare_digest
 from queue import Empty
 from typing import Any, Protocol
 
-from .errors import KernelTimeout
+import zmq
+
+from .errors import KernelFault, KernelTimeout
 from .framing import Buffers
 
 KERNEL_INFO_REQUEST = "kernel_info_request"
 COMM_INFO_REQUEST = "comm_info_request"
 STATUS = "status"
 NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
+MAX_DRAIN = 256  # iopub messages read in one go before other work gets a turn
+HEAD_PARTS = 5  # signature, header, parent header, metadata, content; buffers follow
 
 
 class KernelChannels(Protocol):
@@ -47,10 +54,19 @@ class KernelChannels(Protocol):
 
 
 class ClientChannels:
-    """:class:`KernelChannels` over a ``jupyter_client`` kernel client (``km.client()``)."""
+    """:class:`KernelChannels` over a ``jupyter_client`` kernel client (``km.client()``).
 
-    def __init__(self, client: Any) -> None:
+    ``iopub_types``, if given, are the only iopub message types :meth:`next_iopub` returns. Over
+    ZMQ the others are then dropped after reading their header alone: a kernel publishes two
+    ``status`` messages for every request, and fully deserializing them (JSON of every part,
+    dates parsed with dateutil) cost the bridge more than the comm messages it routes.
+    """
+
+    def __init__(self, client: Any, iopub_types: Collection[str] | None = None) -> None:
         self.client = client
+        self.iopub_types = None if iopub_types is None else frozenset(iopub_types)
+        self._iopub_ready: deque[dict[str, Any]] = deque()
+        self._iopub_raw: zmq.Socket[Any] | None = None
 
     async def start(self, timeout: float) -> None:
         started = self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False)
@@ -79,7 +95,59 @@ class ClientChannels:
                     return
 
     async def next_iopub(self) -> dict[str, Any]:
-        return await self.client.iopub_channel.get_msg(timeout=None)
+        channel = self.client.iopub_channel
+        socket = getattr(channel, "socket", None)
+        if not isinstance(socket, zmq.Socket):  # a gateway kernel's channel: no ZMQ socket
+            while True:
+                msg = await channel.get_msg(timeout=None)
+                if self.iopub_types is None or msg["msg_type"] in self.iopub_types:
+                    return msg  # type: ignore[no-any-return]
+        if self._iopub_raw is None:
+            # A blocking view of the same socket: drain every message that is ready without a
+            # future per message, then wait (once) for more.
+            self._iopub_raw = zmq.Socket.shadow(socket.underlying)
+        while not self._iopub_ready:
+            await socket.poll(flags=zmq.POLLIN)
+            self._drain_iopub(self._iopub_raw)
+        return self._iopub_ready.popleft()
+
+    def _drain_iopub(self, socket: zmq.Socket[Any]) -> None:
+        for _ in range(MAX_DRAIN):
+            try:
+                parts = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            msg = self._parse(parts)
+            if msg is not None:
+                self._iopub_ready.append(msg)
+
+    def _parse(self, parts: list[zmq.Frame]) -> dict[str, Any] | None:
+        """A message dict as ``Session.deserialize`` makes, or None for a type not wanted.
+
+        The header is read first and unwanted messages are dropped unverified (they are never
+        acted on); wanted ones are verified as jupyter_client does. Dates are left as the
+        strings they are (the bridge reads none), and buffers are zero-copy views of the frames.
+        """
+        session = self.client.session
+        _, parts = session.feed_identities(parts, copy=False)
+        if len(parts) < HEAD_PARTS:
+            raise KernelFault(f"malformed iopub message of {len(parts)} parts")
+        head = [part.bytes for part in parts[:HEAD_PARTS]]
+        header = session.unpack(head[1])
+        msg_type = header["msg_type"]
+        if self.iopub_types is not None and msg_type not in self.iopub_types:
+            return None
+        if session.auth is not None and not compare_digest(head[0], session.sign(head[1:])):
+            raise KernelFault("iopub message with an invalid signature")
+        return {
+            "header": header,
+            "msg_id": header["msg_id"],
+            "msg_type": msg_type,
+            "parent_header": session.unpack(head[2]),
+            "metadata": session.unpack(head[3]),
+            "content": session.unpack(head[4]),
+            "buffers": [part.buffer for part in parts[HEAD_PARTS:]],
+        }
 
     async def next_shell(self) -> dict[str, Any]:
         return await self.client.shell_channel.get_msg(timeout=None)

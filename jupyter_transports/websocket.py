@@ -17,7 +17,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
-from tornado.iostream import StreamBufferFullError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .bridge import BridgeManager, KernelBridge
@@ -57,6 +57,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     auth_resource = AUTH_RESOURCE
     bridge: KernelBridge | None = None
     client: Client
+    raw_frames = False  # write OutgoingFrame.wire() bytes (set in open)
 
     def set_default_headers(self) -> None:
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
@@ -100,6 +101,10 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)  # WebSocketMixin's keep-alive pings
+        # Without per-message compression a frame from the server is the same bytes for every
+        # socket: write the kernel message's ready-made frame rather than re-frame it per socket
+        # (write_message copies the payload and starts a task per call).
+        self.raw_frames = self.get_compression_options() is None
         self.set_nodelay(True)
         self.ws_connection.stream.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[union-attr,attr-defined]
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
@@ -107,7 +112,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     def on_message(self, message: str | bytes) -> None:
         assert self.bridge is not None
         try:
-            data, buffers = decode_frame(message, self.mode)
+            data, buffers = decode_frame(message, self.mode, copy=False)
             self.bridge.send(self.client.id, data, buffers)
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
@@ -126,16 +131,21 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     # -- the bridge's sink ---------------------------------------------------------------------
 
     def deliver(self, frame: OutgoingFrame) -> None:
-        message = frame.for_mode(self.mode)
         try:
-            self.write_message(message, binary=isinstance(message, bytes))
+            if self.raw_frames:
+                if self.ws_connection is None or self.ws_connection.is_closing():
+                    return  # on_close follows and says goodbye to the bridge
+                self.ws_connection.stream.write(frame.wire(self.mode))  # type: ignore[attr-defined]
+            else:
+                message = frame.for_mode(self.mode)
+                self.write_message(message, binary=isinstance(message, bytes))
         except StreamBufferFullError:
             self.log.warning("Client %s fell too far behind; closing it", self.client.id)
             assert self.ws_connection is not None
             self.ws_connection.stream.max_write_buffer_size = None  # type: ignore[attr-defined]
             self.release()
             self.close(CloseCode.TOO_SLOW, "client fell too far behind")
-        except WebSocketClosedError:
+        except (WebSocketClosedError, StreamClosedError):
             pass  # on_close follows and says goodbye to the bridge
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:

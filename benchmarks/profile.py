@@ -1,0 +1,68 @@
+"""``python -m benchmarks.profile {small,big,fanout} [seconds]``: a py-spy profile of the server.
+
+Runs one load against the bridge for a while and records the server process with py-spy (``pip
+install py-spy``), writing a flame graph (SVG) and the raw collapsed stacks to ``/tmp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from .paths import BridgePath
+from .run import BIG_BYTES, BIG_WINDOW, WINDOW, _attach_many, pipelined
+from .server import ECHO, Server
+
+FAN_SOCKETS = 1000
+FAN_BURST = 200
+
+
+async def load(server: Server, kind: str, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    if kind == "fanout":
+        comm_id = await server.evaluate("fan.comm_id")
+        clients = await _attach_many(server, comm_id, FAN_SOCKETS)
+
+        async def drain(client):
+            while True:
+                await client.recv()
+
+        readers = [asyncio.ensure_future(drain(c)) for c in clients]
+        while time.monotonic() < end:
+            await server.execute(f"burst({FAN_BURST}, 64)")
+            await asyncio.sleep(0.05)
+        for r in readers:
+            r.cancel()
+        return
+    path = await BridgePath.open(server.url, server.token, server.kernel_id, ECHO)
+    buffers = [os.urandom(BIG_BYTES)] if kind == "big" else []
+    i = 0
+    while time.monotonic() < end:
+        await pipelined(path, 200 if kind == "small" else 16, BIG_WINDOW if buffers else WINDOW, buffers, i)
+        i += 1000
+    await path.close()
+
+
+async def main(kind: str, seconds: float) -> None:
+    server = await Server.start({})
+    try:
+        out = f"/tmp/transports-{kind}"
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        record = subprocess.Popen(
+            [spy, "record", "-p", str(server.process.pid), "-d", str(int(seconds)), "-r", "200",
+             "-f", "raw", "-o", out + ".txt"],
+            stdout=subprocess.DEVNULL,
+        )
+        await load(server, kind, seconds)
+        record.wait()
+        print(f"collapsed stacks: {out}.txt")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]) if len(sys.argv) > 2 else 10.0))
