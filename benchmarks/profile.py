@@ -14,7 +14,7 @@ import sys
 import time
 
 from .paths import BridgePath
-from .run import BIG_BYTES, BIG_WINDOW, WINDOW, _attach_many, pipelined
+from .run import BIG_BYTES, BIG_WINDOW, WINDOW, _attach_many, pipelined, round_trips
 from .server import ECHO, Server
 
 FAN_SOCKETS = 1000
@@ -41,6 +41,12 @@ async def load(server: Server, kind: str, seconds: float) -> None:
     path = await BridgePath.open(server.url, server.token, server.kernel_id, ECHO)
     buffers = [os.urandom(BIG_BYTES)] if kind == "big" else []
     i = 0
+    if kind == "rt":
+        cpu, count = server.server_cpu(), 0
+        while time.monotonic() < end:
+            await round_trips(path, 100, i)
+            i, count = i + 100, count + 100
+        print(f"server CPU per round trip: {(server.server_cpu() - cpu) / count * 1e6:.0f} us")
     while time.monotonic() < end:
         await pipelined(path, 200 if kind == "small" else 16, BIG_WINDOW if buffers else WINDOW, buffers, i)
         i += 1000

@@ -5,6 +5,15 @@ kernel's iopub and shell channels, feeds comm messages to its :class:`~.router.R
 out the actions the router returns. The :class:`BridgeManager` (owned by the extension app) makes
 bridges on first use, closes them when their last user leaves, and tells them when their kernel
 restarts, dies or shuts down.
+
+Kernel subshells (JEP 91): comms to the targets named in ``subshell_targets`` are served by a
+subshell of the kernel that the bridge creates at start (if the kernel's ``kernel_info_reply``
+lists the ``kernel subshells`` feature) and deletes at close: their handlers then run in the
+subshell's thread and answer while a cell keeps the main shell busy. The ``comm_open`` goes to
+the subshell too, because ipykernel sends a comm's messages to the shell that the comm last
+published from (``Comm._reply_subshell_for``), whatever the header says; a comm opened on the
+main shell would stay there. Opt-in per target, because those handlers then run concurrently
+with the kernel's cells, which breaks code that is not thread-safe.
 """
 
 from __future__ import annotations
@@ -12,17 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from .errors import CloseCode, KernelFault, KernelTimeout
 from .framing import Buffers, OutgoingFrame
-from .kernel import COMM_INFO_REQUEST, ClientChannels, KernelChannels
+from .kernel import COMM_INFO_REQUEST, KERNEL_INFO_REQUEST, ClientChannels, KernelChannels
 from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
 
 SHUTDOWN_REPLY = "shutdown_reply"
 COMM_INFO_REPLY = "comm_info_reply"
+CREATE_SUBSHELL_REQUEST = "create_subshell_request"
+DELETE_SUBSHELL_REQUEST = "delete_subshell_request"
+SUBSHELLS_FEATURE = "kernel subshells"  # in kernel_info_reply's supported_features
 IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY}  # what _read_iopub reads; the rest is dropped
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
@@ -54,6 +66,7 @@ class KernelBridge:
         kernel_timeout: float,
         log: logging.Logger,
         on_closed: Callable[[KernelBridge], None],
+        subshell_targets: Collection[str] = (),
     ) -> None:
         self.kernel_id = kernel_id
         self.channels = channels
@@ -64,6 +77,8 @@ class KernelBridge:
         self.users = 0
         self.closed = False
         self._on_closed = on_closed
+        self.subshell_targets = frozenset(subshell_targets)
+        self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -73,6 +88,30 @@ class KernelBridge:
             task = asyncio.create_task(read())
             self._tasks.add(task)
             task.add_done_callback(self._reader_done)
+        if self.subshell_targets:
+            self.subshell_id = await self._create_subshell()
+
+    async def _create_subshell(self) -> str | None:
+        """A subshell of the kernel for the opted-in targets, or None if it has none."""
+        info = await self.request(KERNEL_INFO_REQUEST, {})
+        if SUBSHELLS_FEATURE not in info["content"].get("supported_features", ()):
+            self.log.info("Kernel %s has no subshells; comms use its main shell", self.kernel_id)
+            return None
+        reply = await self.channels.control_request(
+            CREATE_SUBSHELL_REQUEST, {}, self.kernel_timeout
+        )
+        subshell_id = reply["content"].get("subshell_id")
+        if reply["content"].get("status") != "ok" or not isinstance(subshell_id, str):
+            self.log.warning("Kernel %s created no subshell: %s", self.kernel_id, reply["content"])
+            return None
+        return subshell_id
+
+    def _subshell_for(self, comm_id: str | None) -> str | None:
+        """The subshell that serves this comm: the bridge's, if its target opted in."""
+        comm = self.router.comms.get(comm_id)  # type: ignore[arg-type]
+        if comm is None or comm.target_name not in self.subshell_targets:
+            return None
+        return self.subshell_id
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -172,7 +211,10 @@ class KernelBridge:
                 if sink is not None:
                     sink.close(action.code, action.reason)
             elif isinstance(action, ToKernel):
-                self.channels.send(action.msg_type, action.content, action.metadata, action.buffers)
+                subshell_id = self._subshell_for(action.content.get("comm_id"))
+                self.channels.send(
+                    action.msg_type, action.content, action.metadata, action.buffers, subshell_id
+                )
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -182,6 +224,7 @@ class KernelBridge:
             return
         self.log.info("Kernel %s: %s; closing %d sockets", self.kernel_id, reason, len(self.sinks))
         self.perform(self.router.kernel_gone(code, reason))
+        self.subshell_id = None  # gone with the kernel
         self.close()
 
     def kernel_restarted(self) -> None:
@@ -207,6 +250,8 @@ class KernelBridge:
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_exception(KernelFault("the bridge to the kernel closed"))
+        if self.subshell_id is not None:  # its thread would outlive the bridge in the kernel
+            self.channels.send_control(DELETE_SUBSHELL_REQUEST, {"subshell_id": self.subshell_id})
         self.channels.stop()
         self._on_closed(self)
 
@@ -227,9 +272,11 @@ class BridgeManager:
         kernel_timeout: float,
         log: logging.Logger,
         event_logger: Any = None,
+        subshell_targets: Collection[str] = (),
     ) -> None:
         self.kernel_manager = kernel_manager
         self.kernel_timeout = kernel_timeout
+        self.subshell_targets = frozenset(subshell_targets)
         self.log = log
         self.bridges: dict[str, KernelBridge] = {}
         self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
@@ -271,13 +318,18 @@ class BridgeManager:
         # answers only one of the sockets that share one.
         session = kernel.session.clone()
         session.session = uuid.uuid4().hex
-        channels = ClientChannels(kernel.client(session=session), iopub_types=IOPUB_TYPES)
+        channels = ClientChannels(
+            kernel.client(session=session),
+            iopub_types=IOPUB_TYPES,
+            control=bool(self.subshell_targets),
+        )
         bridge = KernelBridge(
             kernel_id,
             channels,
             kernel_timeout=self.kernel_timeout,
             log=self.log,
             on_closed=self._forget,
+            subshell_targets=self.subshell_targets,
         )
         try:
             await bridge.start()

@@ -24,6 +24,7 @@ KERNEL_INFO_REQUEST = "kernel_info_request"
 COMM_INFO_REQUEST = "comm_info_request"
 STATUS = "status"
 NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
+STOP_LINGER_MS = 1000  # how long messages sent just before stop() may still take to go out
 MAX_DRAIN = 256  # iopub messages read in one go before other work gets a turn
 HEAD_PARTS = 5  # signature, header, parent header, metadata, content; buffers follow
 
@@ -46,11 +47,20 @@ class KernelChannels(Protocol):
         content: dict[str, Any],
         metadata: dict[str, Any] | None = None,
         buffers: Buffers = (),
+        subshell_id: str | None = None,
     ) -> str:
-        """Send a request on the shell channel; return its message id."""
+        """Send a request on the shell channel (to a kernel subshell if given); its message id."""
+
+    def send_control(self, msg_type: str, content: dict[str, Any]) -> str:
+        """Send a request on the control channel; return its message id."""
+
+    async def control_request(
+        self, msg_type: str, content: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        """Send a control request and await its reply (:class:`KernelTimeout` after ``timeout``)."""
 
     def stop(self) -> None:
-        """Close the channels."""
+        """Close the channels (what was sent just before still goes out)."""
 
 
 class ClientChannels:
@@ -62,14 +72,19 @@ class ClientChannels:
     dates parsed with dateutil) cost the bridge more than the comm messages it routes.
     """
 
-    def __init__(self, client: Any, iopub_types: Collection[str] | None = None) -> None:
+    def __init__(
+        self, client: Any, iopub_types: Collection[str] | None = None, *, control: bool = False
+    ) -> None:
         self.client = client
+        self.control = control  # whether to open the control channel (for subshell requests)
         self.iopub_types = None if iopub_types is None else frozenset(iopub_types)
         self._iopub_ready: deque[dict[str, Any]] = deque()
         self._iopub_raw: zmq.Socket[Any] | None = None
 
     async def start(self, timeout: float) -> None:
-        started = self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False)
+        started = self.client.start_channels(
+            shell=True, iopub=True, stdin=False, hb=False, control=self.control
+        )
         if inspect.isawaitable(started):  # the gateway client starts asynchronously
             await started
         try:
@@ -158,12 +173,43 @@ class ClientChannels:
         content: dict[str, Any],
         metadata: dict[str, Any] | None = None,
         buffers: Buffers = (),
+        subshell_id: str | None = None,
     ) -> str:
         msg = self.client.session.msg(msg_type, content, metadata=metadata)
+        if subshell_id is not None:
+            msg["header"]["subshell_id"] = subshell_id  # JEP 91
         if buffers:
             msg["buffers"] = list(buffers)
         self.client.shell_channel.send(msg)
         return msg["header"]["msg_id"]
 
+    def send_control(self, msg_type: str, content: dict[str, Any]) -> str:
+        msg = self.client.session.msg(msg_type, content)
+        self.client.control_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    async def control_request(
+        self, msg_type: str, content: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        msg_id = self.send_control(msg_type, content)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                reply = await self.client.control_channel.get_msg(timeout=left)
+            except Empty:
+                break
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply  # type: ignore[no-any-return]
+        raise KernelTimeout(f"no reply to {msg_type} within {timeout} s")
+
     def stop(self) -> None:
+        # jupyter_client closes its sockets with linger 0, dropping what is still queued (a
+        # comm_close, a delete_subshell_request): close ours first, letting that go out.
+        channels = [self.client.shell_channel]
+        if self.control:
+            channels.append(self.client.control_channel)
+        for channel in channels:
+            socket = getattr(channel, "socket", None)
+            if isinstance(socket, zmq.Socket) and not socket.closed:
+                socket.close(linger=STOP_LINGER_MS)
         self.client.stop_channels()
