@@ -2,7 +2,8 @@
 
 A  ``DirectPath``    jupyter_client straight to the kernel's ZMQ sockets (no server at all)
 B  ``ChannelsPath``  jupyter_server's own ``/api/kernels/{id}/channels`` WebSocket, speaking the
-                     kernel protocol (comm_open / comm_msg) as a notebook frontend does
+                     kernel protocol (comm_open / comm_msg) as a notebook frontend does; "B
+                     nodelay" sets TCP_NODELAY on both ends of the socket
    ``BridgePath``    this extension's ``/api/transports/kernels/{id}/targets/{name}`` WebSocket
 
 Each opens a comm to an echo target and offers ``send`` / ``recv`` of (data, buffers); the
@@ -23,6 +24,8 @@ from tornado.websocket import websocket_connect
 
 from jupyter_transports.client import CommClient
 from jupyter_transports.framing import pack_binary, unpack_binary
+
+from .server import NODELAY_PARAM
 
 COMM_OPEN = "comm_open"
 COMM_MSG = "comm_msg"
@@ -104,6 +107,8 @@ class ChannelsPath:
         url = server_url.replace("http", "ws", 1) + (
             f"api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
         )
+        if nodelay:
+            url += f"&{NODELAY_PARAM}=1"  # the server's socket too (see benchmarks.server)
         request = HTTPRequest(url, headers={"Authorization": f"token {token}"})
         connection = await websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE)
         if nodelay:

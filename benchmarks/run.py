@@ -125,8 +125,8 @@ async def measure_path(opener: Opener, *, round_trip_count: int, throughput: boo
         await asyncio.wait_for(path.close(), STEP_TIMEOUT)
 
 
-async def echo_rounds(server: Server) -> dict[str, dict[str, Any]]:
-    """Every path, interleaved, ``ROUNDS`` times; the median of each figure over the rounds."""
+async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
+    """Every path, interleaved, ``rounds`` times; the median of each figure over the rounds."""
     url, token, kid = server.url, server.token, server.kernel_id
     paths: list[tuple[str, Opener, int, bool]] = [
         ("A direct", lambda: DirectPath.open(server.connection_file, ECHO), ROUND_TRIPS, True),
@@ -139,14 +139,14 @@ async def echo_rounds(server: Server) -> dict[str, dict[str, Any]]:
         ),
         ("bridge", lambda: BridgePath.open(url, token, kid, ECHO), ROUND_TRIPS, True),
     ]
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
-    for r in range(ROUNDS):
+    per_path: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
+    for r in range(rounds):
         for name, opener, count, throughput in paths:
             figures = await measure_path(opener, round_trip_count=count, throughput=throughput)
-            rounds[name].append(figures)
+            per_path[name].append(figures)
             print(f"  round {r + 1} {name:12} {_brief(figures)}", file=sys.stderr, flush=True)
     summary: dict[str, dict[str, Any]] = {}
-    for name, results in rounds.items():
+    for name, results in per_path.items():
         summary[name] = {
             key: statistics.median(result[key] for result in results) for key in results[0]
         }
@@ -307,12 +307,12 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str, command: str, when: str) -> None:
+def update_readme(text: str, command: str, when: str, rounds: int) -> None:
     """Replace (or append) README's performance section with the latest table."""
     section = (
         f"{README_SECTION}\n\n"
         f"Measured by `{command}` ({when}, {os.cpu_count()} cores shared with other work, "
-        f"medians of {ROUNDS} interleaved rounds; absolute numbers are noisy, read the ratios). "
+        f"medians of {rounds} interleaved rounds; absolute numbers are noisy, read the ratios). "
         "A is `jupyter_client` straight to the kernel (no server), B is jupyter_server's "
         "`/api/kernels/{id}/channels` WebSocket, with and without TCP_NODELAY on the client "
         "socket; all talk to the same echo comm target in the same kernel. "
@@ -337,7 +337,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         print(f"server {server.url}, kernel {server.kernel_id}", file=sys.stderr, flush=True)
         results: dict[str, Any] = {}
         if not args.skip_echo:
-            results["echo"] = await echo_rounds(server)
+            results["echo"] = await echo_rounds(server, args.rounds)
         results["fan_out"] = await fan_out(server)
         results["busy"] = await busy_kernel(server)
     finally:
@@ -349,6 +349,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--readme", action="store_true", help="put the table in README.md")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the echo figures")
     parser.add_argument("--skip-echo", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     results = asyncio.run(run_all(args))
@@ -358,12 +359,12 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg(),
-        "rounds": ROUNDS,
+        "rounds": args.rounds,
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if "echo" in results:
         text = table(results)
         print(text)
         if args.readme:
-            update_readme(text, "make bench", when)
+            update_readme(text, "make bench", when, args.rounds)
     print(f"\n{results['seconds']:.0f} s; results in {RESULTS}", file=sys.stderr)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ EXECUTE_TIMEOUT = 120.0
 ECHO = "echo"
 ECHO_SUBSHELL = "echo_subshell"  # the same handler, opted in to a kernel subshell
 FAN_TARGET = "bench.fan"
+NODELAY_PARAM = "nodelay"
 LOG_LINES = 20  # of the server's error log, printed when it stops
 
 # Runs in the kernel: echo targets (no greeting, so every path sees only its echoes) and a comm
@@ -51,6 +53,24 @@ KERNEL_CODE = textwrap.dedent(
         pad = "x" * size
         for i in range(count):
             fan.send({{"i": i, "pad": pad}})
+    """
+)
+
+
+# Anchor "B nodelay": jupyter_server's own kernel socket with TCP_NODELAY, which Tornado leaves
+# off, on the connections that ask for it with ?nodelay=1 (loaded into the server's config file).
+NODELAY_PATCH = textwrap.dedent(
+    f"""
+    from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
+
+    _open = KernelWebsocketHandler.open
+
+    def _open_nodelay(self, *args, **kwargs):
+        if self.get_argument({NODELAY_PARAM!r}, None):
+            self.set_nodelay(True)
+        return _open(self, *args, **kwargs)
+
+    KernelWebsocketHandler.open = _open_nodelay
     """
 )
 
@@ -102,10 +122,14 @@ class Server:
             },
             "IdentityProvider": {"token": token},
         }
-        (root / "jupyter_server_config.json").write_text(json.dumps(config))
+        config_file = root / "jupyter_server_config.py"
+        config_file.write_text(
+            "from traitlets.config import Config\n"
+            f"c.merge(Config({config!r}))\n{NODELAY_PATCH}"
+        )
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
-        argv = [sys.executable, "-m", "jupyter_server", f"--config={root / 'jupyter_server_config.json'}"]
-        argv += ["--ServerApp.log_level=WARN"]
+        argv = [sys.executable, "-m", "jupyter_server", f"--config={config_file}"]
+        argv += [f"--ServerApp.log_level={os.environ.get('BENCH_LOG_LEVEL', 'WARN')}"]
         if os.geteuid() == 0:
             argv.append("--allow-root")
         log = open(root / "server.log", "wb")  # noqa: SIM115 (closed with the directory)
@@ -211,6 +235,8 @@ class Server:
             self.process.kill()
             self.process.wait()
         log = Path(self.workdir.name) / "server.log"
+        if os.environ.get("BENCH_KEEP_LOG"):
+            shutil.copy(log, os.environ["BENCH_KEEP_LOG"])
         errors = [line for line in log.read_text(errors="replace").splitlines() if " E " in line[:40]]
         if errors:
             print("server errors:", *errors[-LOG_LINES:], sep="\n", file=sys.stderr)
