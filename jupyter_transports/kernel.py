@@ -24,6 +24,12 @@ KERNEL_INFO_REQUEST = "kernel_info_request"
 COMM_INFO_REQUEST = "comm_info_request"
 STATUS = "status"
 NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
+# pyzmq's asyncio sockets can miss the wakeup for a message that is already there (the ZMQ file
+# descriptor is edge-triggered, and a send on the same socket can consume the edge): the reply
+# then sits in the socket until something else happens on it. Every wait is cut into slices
+# this long, and each new wait looks at the socket first, so such a message waits one slice at
+# most instead of forever.
+WAKEUP_GUARD = 0.1  # seconds
 STOP_LINGER_MS = 1000  # how long messages sent just before stop() may still take to go out
 MAX_DRAIN = 256  # iopub messages read in one go before other work gets a turn
 HEAD_PARTS = 5  # signature, header, parent header, metadata, content; buffers follow
@@ -122,7 +128,7 @@ class ClientChannels:
             # future per message, then wait (once) for more.
             self._iopub_raw = zmq.Socket.shadow(socket.underlying)
         while not self._iopub_ready:
-            await socket.poll(flags=zmq.POLLIN)
+            await socket.poll(timeout=round(WAKEUP_GUARD * 1000), flags=zmq.POLLIN)
             self._drain_iopub(self._iopub_raw)
         return self._iopub_ready.popleft()
 
@@ -165,7 +171,11 @@ class ClientChannels:
         }
 
     async def next_shell(self) -> dict[str, Any]:
-        return await self.client.shell_channel.get_msg(timeout=None)
+        while True:
+            try:
+                return await self.client.shell_channel.get_msg(timeout=WAKEUP_GUARD)  # type: ignore[no-any-return]
+            except Empty:
+                pass
 
     def send(
         self,
@@ -195,9 +205,9 @@ class ClientChannels:
         deadline = asyncio.get_running_loop().time() + timeout
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
-                reply = await self.client.control_channel.get_msg(timeout=left)
+                reply = await self.client.control_channel.get_msg(timeout=min(left, WAKEUP_GUARD))
             except Empty:
-                break
+                continue
             if reply["parent_header"].get("msg_id") == msg_id:
                 return reply  # type: ignore[no-any-return]
         raise KernelTimeout(f"no reply to {msg_type} within {timeout} s")
