@@ -49,6 +49,7 @@ BIG_BYTES = 1024 * 1024
 BIG_MESSAGES = 16  # 1 MiB buffers per path per round
 BIG_WINDOW = 4
 FAN_OUT = {1: 1000, 10: 1000, 100: 300, 1000: 100}  # sockets -> messages in the burst
+RSS_MIN_SOCKETS = 100  # fewer sockets than this change RSS less than the allocator's noise
 FAN_PAD = 64  # bytes of padding in each fan-out message
 CONNECT_BATCH = 50  # sockets opened concurrently
 CONNECT_TRIES = 3  # a handshake that times out on a loaded machine is tried again
@@ -292,7 +293,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"| {f['sockets']} | {f['messages']} | {f['lost']} | {_fmt(f['deliveries_per_s'], 0)} | "
             f"{_fmt(f['kernel_us_per_msg'])} | {_fmt(f['server_us_per_delivery'])} | "
-            f"{_fmt(f['server_rss_mib'])} | {_fmt(f['rss_kib_per_idle_socket'])} |"
+            f"{_fmt(f['server_rss_mib'])} | "
+            f"{_fmt(f['rss_kib_per_idle_socket'] if f['sockets'] >= RSS_MIN_SOCKETS else None)} |"
         )
     busy = results["busy"]
     lines += [
@@ -313,9 +315,12 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         f"{README_SECTION}\n\n"
         f"Measured by `{command}` ({when}, {os.cpu_count()} cores shared with other work, "
         f"medians of {rounds} interleaved rounds; absolute numbers are noisy, read the ratios). "
-        "A is `jupyter_client` straight to the kernel (no server), B is jupyter_server's "
-        "`/api/kernels/{id}/channels` WebSocket, with and without TCP_NODELAY on the client "
-        "socket; all talk to the same echo comm target in the same kernel. "
+        "A is `jupyter_client` straight to the kernel (no server); B is jupyter_server's "
+        "`/api/kernels/{id}/channels` WebSocket speaking the kernel protocol, and \"B nodelay\" "
+        "the same with TCP_NODELAY on both ends (Tornado leaves it off; the benchmark patches it "
+        "into its server for that column); all talk to the same echo comm target of the same "
+        "kernel. Fan-out: a comm opened by the kernel, N sockets attached, one burst sent once by "
+        "the kernel; CPU is the server's and the kernel's process time over the burst. "
         "Full figures in `benchmarks/results.json`.\n\n"
         f"{text}\n"
     )
