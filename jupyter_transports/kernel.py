@@ -30,7 +30,7 @@ NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for i
 # this long, and each new wait looks at the socket first, so such a message waits one slice at
 # most instead of forever.
 WAKEUP_GUARD = 0.1  # seconds
-STOP_LINGER_MS = 1000  # how long messages sent just before stop() may still take to go out
+STOP_LINGER_MS = 100  # ms that what was sent just before stop() may take to go out
 MAX_DRAIN = 256  # iopub messages read in one go before other work gets a turn
 HEAD_PARTS = 5  # signature, header, parent header, metadata, content; buffers follow
 
@@ -173,9 +173,10 @@ class ClientChannels:
     async def next_shell(self) -> dict[str, Any]:
         while True:
             try:
-                return await self.client.shell_channel.get_msg(timeout=WAKEUP_GUARD)  # type: ignore[no-any-return]
+                msg: dict[str, Any] = await self.client.shell_channel.get_msg(timeout=WAKEUP_GUARD)
             except Empty:
-                pass
+                continue
+            return msg
 
     def send(
         self,
