@@ -39,7 +39,7 @@ RESULTS = HERE / "results.json"
 README = HERE.parent / "README.md"
 README_SECTION = "## Performance"
 
-ROUNDS = 3  # every path measured once per round; figures are medians over rounds
+ROUNDS = 5  # every path measured once per round; figures are medians over rounds
 WARMUP = 5  # round trips before any timing
 ROUND_TRIPS = 100  # small round trips per path per round
 ROUND_TRIPS_SLOW = 20  # for B without TCP_NODELAY (each costs a delayed ACK, ~40 ms)
