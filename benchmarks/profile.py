@@ -1,7 +1,8 @@
-"""``python -m benchmarks.profile {small,big,fanout} [seconds]``: a py-spy profile of the server.
+"""``python -m benchmarks.profile {rt,small,big,fanout} [seconds]``: py-spy of the server.
 
-Runs one load against the bridge for a while and records the server process with py-spy (``pip
-install py-spy``), writing a flame graph (SVG) and the raw collapsed stacks to ``/tmp``.
+Runs one load against the bridge for a while (round trips, 64 small messages in flight, 1 MiB
+buffers, or bursts to 1000 attached sockets) and records the server process with py-spy (``pip
+install py-spy``), writing its collapsed stacks to ``/tmp/transports-<load>.txt``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ async def load(server: Server, kind: str, seconds: float) -> None:
             i, count = i + 100, count + 100
         print(f"server CPU per round trip: {(server.server_cpu() - cpu) / count * 1e6:.0f} us")
     while time.monotonic() < end:
-        await pipelined(path, 200 if kind == "small" else 16, BIG_WINDOW if buffers else WINDOW, buffers, i)
+        count, window = (16, BIG_WINDOW) if buffers else (200, WINDOW)
+        await pipelined(path, count, window, buffers, i)
         i += 1000
     await path.close()
 

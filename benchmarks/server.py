@@ -2,6 +2,9 @@
 
 The server runs in its own process so that its CPU time and memory can be read apart from the
 benchmark's clients (``psutil``), and the kernel is the server's child as in real use.
+
+For debugging a run: ``BENCH_LOG_LEVEL=DEBUG`` sets the server's log level, and
+``BENCH_KEEP_LOG=/some/file`` keeps its log there when it stops.
 """
 
 from __future__ import annotations
