@@ -89,7 +89,10 @@ class KernelBridge:
             self._tasks.add(task)
             task.add_done_callback(self._reader_done)
         if self.subshell_targets:
-            self.subshell_id = await self._create_subshell()
+            try:
+                self.subshell_id = await self._create_subshell()
+            except KernelFault as e:  # the main shell still serves every comm
+                self.log.warning("Kernel %s: no subshell (%s)", self.kernel_id, e)
 
     async def _create_subshell(self) -> str | None:
         """A subshell of the kernel for the opted-in targets, or None if it has none."""
