@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test clean
+.PHONY: demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# Benchmarks against jupyter_client and jupyter_server's /channels (a few minutes; not a test).
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -55,6 +55,15 @@ class TransportsExtension(ExtensionApp):
         that proxies keep it open.""",
     )
 
+    subshell_targets = List(
+        Unicode(),
+        config=True,
+        help="""Comm target names whose comms a kernel subshell serves (JEP 91; ipykernel >= 7),
+        so that they answer while a cell keeps the kernel busy. Their handlers then run in
+        another thread, concurrently with cells: list only targets whose code is thread-safe.
+        Kernels without subshells serve every comm on their main shell. Empty by default.""",
+    )
+
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
     metrics_collector = Instance(
         metrics.TransportsCollector,
@@ -74,6 +83,7 @@ class TransportsExtension(ExtensionApp):
             kernel_timeout=self.kernel_timeout,
             log=self.log,
             event_logger=self.serverapp.event_logger,
+            subshell_targets=self.subshell_targets,
         )
         self.metrics_collector = metrics.register(self.bridges.status)
 

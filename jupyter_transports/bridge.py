@@ -5,6 +5,15 @@ kernel's iopub and shell channels, feeds comm messages to its :class:`~.router.R
 out the actions the router returns. The :class:`BridgeManager` (owned by the extension app) makes
 bridges on first use, closes them when their last user leaves, and tells them when their kernel
 restarts, dies or shuts down.
+
+Kernel subshells (JEP 91): comms to the targets named in ``subshell_targets`` are served by a
+subshell of the kernel that the bridge creates at start (if the kernel's ``kernel_info_reply``
+lists the ``kernel subshells`` feature) and deletes at close: their handlers then run in the
+subshell's thread and answer while a cell keeps the main shell busy. The ``comm_open`` goes to
+the subshell too, because ipykernel sends a comm's messages to the shell that the comm last
+published from (``Comm._reply_subshell_for``), whatever the header says; a comm opened on the
+main shell would stay there. Opt-in per target, because those handlers then run concurrently
+with the kernel's cells, which breaks code that is not thread-safe.
 """
 
 from __future__ import annotations
@@ -12,18 +21,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from .errors import CloseCode, KernelFault, KernelTimeout
 from .framing import Buffers, OutgoingFrame
-from .kernel import COMM_INFO_REQUEST, STATUS, ClientChannels, KernelChannels
+from .kernel import (
+    COMM_INFO_REQUEST,
+    KERNEL_INFO_REQUEST,
+    STATUS,
+    ClientChannels,
+    KernelChannels,
+)
 from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
 from .stats import KernelStats
 
 SHUTDOWN_REPLY = "shutdown_reply"
 IDLE = "idle"  # content["execution_state"] of the iopub status that ends a request's handling
+CREATE_SUBSHELL_REQUEST = "create_subshell_request"
+DELETE_SUBSHELL_REQUEST = "delete_subshell_request"
+SUBSHELLS_FEATURE = "kernel subshells"  # in kernel_info_reply's supported_features
+# What _read_iopub reads; the rest is dropped unread. Status: REST waits for the kernel to
+# finish handling a message (``settled``).
+IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY, STATUS}
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 KERNEL_RESTARTING = "kernel restarting"
@@ -56,6 +77,7 @@ class KernelBridge:
         on_closed: Callable[[KernelBridge], None],
         kernel_generation: object = None,
         stats: KernelStats | None = None,
+        subshell_targets: Collection[str] = (),
     ) -> None:
         self.kernel_id = kernel_id
         self.kernel_generation = kernel_generation
@@ -68,6 +90,8 @@ class KernelBridge:
         self.closed = False
         self._on_closed = on_closed
         self.stats = stats if stats is not None else KernelStats()
+        self.subshell_targets = frozenset(subshell_targets)
+        self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._idle: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,6 +102,33 @@ class KernelBridge:
             task = asyncio.create_task(read())
             self._tasks.add(task)
             task.add_done_callback(self._reader_done)
+        if self.subshell_targets:
+            try:
+                self.subshell_id = await self._create_subshell()
+            except KernelFault as e:  # the main shell still serves every comm
+                self.log.warning("Kernel %s: no subshell (%s)", self.kernel_id, e)
+
+    async def _create_subshell(self) -> str | None:
+        """A subshell of the kernel for the opted-in targets, or None if it has none."""
+        info = await self.request(KERNEL_INFO_REQUEST, {})
+        if SUBSHELLS_FEATURE not in info["content"].get("supported_features", ()):
+            self.log.info("Kernel %s has no subshells; comms use its main shell", self.kernel_id)
+            return None
+        reply = await self.channels.control_request(
+            CREATE_SUBSHELL_REQUEST, {}, self.kernel_timeout
+        )
+        subshell_id = reply["content"].get("subshell_id")
+        if reply["content"].get("status") != "ok" or not isinstance(subshell_id, str):
+            self.log.warning("Kernel %s created no subshell: %s", self.kernel_id, reply["content"])
+            return None
+        return subshell_id
+
+    def _subshell_for(self, comm_id: str | None) -> str | None:
+        """The subshell that serves this comm: the bridge's, if its target opted in."""
+        comm = self.router.comms.get(comm_id)  # type: ignore[arg-type]
+        if comm is None or comm.target_name not in self.subshell_targets:
+            return None
+        return self.subshell_id
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -241,9 +292,10 @@ class KernelBridge:
                 if sink is not None:
                     sink.close(action.code, action.reason)
             elif isinstance(action, ToKernel):
+                subshell_id = self._subshell_for(action.content.get("comm_id"))
                 sent.append(
                     self.channels.send(
-                        action.msg_type, action.content, action.metadata, action.buffers
+                        action.msg_type, action.content, action.metadata, action.buffers, subshell_id
                     )
                 )
         return sent
@@ -256,6 +308,7 @@ class KernelBridge:
             return
         self.log.info("Kernel %s: %s; closing %d sockets", self.kernel_id, reason, len(self.sinks))
         self.perform(self.router.kernel_gone(code, reason))
+        self.subshell_id = None  # gone with the kernel
         self.close()
 
     # The kernel manager's restart callbacks. They run while it iterates over its callbacks, so
@@ -286,6 +339,8 @@ class KernelBridge:
         for pending in (*self._replies.values(), *self._idle.values()):
             if not pending.done():
                 pending.set_exception(KernelFault("the bridge to the kernel closed"))
+        if self.subshell_id is not None:  # its thread would outlive the bridge in the kernel
+            self.channels.send_control(DELETE_SUBSHELL_REQUEST, {"subshell_id": self.subshell_id})
         self.channels.stop()
         self._on_closed(self)
 
@@ -311,9 +366,11 @@ class BridgeManager:
         kernel_timeout: float,
         log: logging.Logger,
         event_logger: Any = None,
+        subshell_targets: Collection[str] = (),
     ) -> None:
         self.kernel_manager = kernel_manager
         self.kernel_timeout = kernel_timeout
+        self.subshell_targets = frozenset(subshell_targets)
         self.log = log
         self.bridges: dict[str, KernelBridge] = {}
         self.stats: dict[str, KernelStats] = {}
@@ -358,7 +415,11 @@ class BridgeManager:
         # answers only one of the sockets that share one.
         session = kernel.session.clone()
         session.session = uuid.uuid4().hex
-        channels = ClientChannels(kernel.client(session=session))
+        channels = ClientChannels(
+            kernel.client(session=session),
+            iopub_types=IOPUB_TYPES,
+            control=bool(self.subshell_targets),
+        )
         bridge = KernelBridge(
             kernel_id,
             channels,
@@ -367,6 +428,7 @@ class BridgeManager:
             on_closed=self._forget,
             kernel_generation=self._generation(kernel_id),
             stats=self.stats.setdefault(kernel_id, KernelStats()),
+            subshell_targets=self.subshell_targets,
         )
         try:
             await bridge.start()

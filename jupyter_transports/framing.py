@@ -20,6 +20,12 @@ Binary frame (any mode; used when the message carries buffers)
         offset[i]       part i            buffer i-1, raw bytes, in order
 
     A part ends where the next begins; the last ends with the frame.
+
+Ready-made frames (server to client)
+    A kernel message fanned out to many sockets is the same frame for each of them: the
+    server's frames are unmasked (RFC 6455, section 5.1), and compression is off unless
+    configured. :meth:`OutgoingFrame.wire` builds that frame, header included, once per frame
+    mode, so a delivery is a write of shared bytes, with no encoding or copying per socket.
 """
 
 from __future__ import annotations
@@ -40,6 +46,16 @@ Buffers = list[bytes] | tuple[bytes, ...]
 Frame = str | bytes
 
 _UINT32 = struct.Struct("!I")
+
+# RFC 6455 section 5.2: the header of a final, unmasked frame
+FIN = 0x80
+OPCODE_TEXT = 0x1
+OPCODE_BINARY = 0x2
+LENGTH_16 = 126  # a 7-bit length of 126: the real length follows as uint16
+LENGTH_64 = 127  # ... of 127: as uint64
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
 
 
 class FrameMode(str, Enum):
@@ -63,6 +79,11 @@ def utf8_size(text: str | bytes) -> int:
 
 def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
     """Lay ``data_json`` and ``buffers`` out as one binary frame."""
+    return b"".join(_binary_parts(data_json, buffers))
+
+
+def _binary_parts(data_json: bytes, buffers: Buffers) -> list[bytes]:
+    """The pieces of a binary frame, offset table first, to be joined with a single copy."""
     parts = [data_json, *buffers]
     n = len(parts)
     offsets = []
@@ -70,12 +91,31 @@ def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
     for part in parts:
         offsets.append(position)
         position += len(part)
-    header = struct.pack(f"!{n + 1}I", n, *offsets)
-    return b"".join([header, *parts])
+    return [struct.pack(f"!{n + 1}I", n, *offsets), *parts]
 
 
-def unpack_binary(frame: bytes) -> tuple[bytes, list[bytes]]:
-    """Split a binary frame into (part 0, buffers); :class:`BadFrame` if the layout is broken."""
+def websocket_header(opcode: int, length: int) -> bytes:
+    """The header of a final, unmasked WebSocket frame of ``length`` payload bytes."""
+    if length < LENGTH_16:
+        return _SHORT.pack(FIN | opcode, length)
+    if length < 1 << 16:
+        return _MEDIUM.pack(FIN | opcode, LENGTH_16, length)
+    return _LONG.pack(FIN | opcode, LENGTH_64, length)
+
+
+def websocket_frame(payload: Frame) -> bytes:
+    """``payload`` as a whole server-to-client WebSocket frame (text if str, binary if bytes)."""
+    if isinstance(payload, str):
+        data = payload.encode("utf-8")
+        return websocket_header(OPCODE_TEXT, len(data)) + data
+    return websocket_header(OPCODE_BINARY, len(payload)) + payload
+
+
+def unpack_binary(frame: bytes, *, copy: bool = True) -> tuple[bytes, list[bytes]]:
+    """Split a binary frame into (part 0, buffers); :class:`BadFrame` if the layout is broken.
+
+    With ``copy=False`` the parts are views of ``frame`` (no copy of large buffers).
+    """
     view = memoryview(frame)
     if len(view) < 4:
         raise BadFrame("binary frame shorter than its part count")
@@ -86,19 +126,24 @@ def unpack_binary(frame: bytes) -> tuple[bytes, list[bytes]]:
     offsets = [*struct.unpack_from(f"!{n}I", view, 4), len(view)]
     if offsets[0] < header_end or any(a > b for a, b in pairwise(offsets)):
         raise BadFrame("binary frame offsets are out of order or out of range")
-    parts = [bytes(view[start:stop]) for start, stop in pairwise(offsets)]
-    return parts[0], parts[1:]
+    parts = [view[start:stop] for start, stop in pairwise(offsets)]
+    if copy:
+        parts = [bytes(part) for part in parts]
+    return parts[0], parts[1:]  # type: ignore[return-value]
 
 
-def decode_frame(frame: Frame, mode: FrameMode) -> tuple[Any, list[bytes]]:
-    """A client's frame -> (comm ``data``, buffers); :class:`BadFrame` if it cannot be decoded."""
+def decode_frame(frame: Frame, mode: FrameMode, *, copy: bool = True) -> tuple[Any, list[bytes]]:
+    """A client's frame -> (comm ``data``, buffers); :class:`BadFrame` if it cannot be decoded.
+
+    With ``copy=False`` the buffers are views of ``frame``.
+    """
     if isinstance(frame, str):
         if mode is FrameMode.TEXT:
             return frame, []
         return _loads(frame), []
-    head, buffers = unpack_binary(frame)
+    head, buffers = unpack_binary(frame, copy=copy)
     try:
-        text = head.decode("utf-8")
+        text = str(head, "utf-8")
     except UnicodeDecodeError as e:
         raise BadFrame("part 0 of a binary frame is not UTF-8") from e
     return _loads(text), buffers
@@ -128,8 +173,25 @@ class OutgoingFrame:
 
     @cached_property
     def size(self) -> int:
-        """Bytes of the default-mode frame (for the traffic counters)."""
-        return len(self._binary) if self.buffers else utf8_size(self._json)
+        """Bytes of the default-mode frame's payload (for the traffic counters)."""
+        if not self.buffers:
+            return utf8_size(self._json)
+        parts = len(self.buffers) + 1
+        return 4 * (parts + 1) + utf8_size(self._json) + sum(len(b) for b in self.buffers)
+
+    @cached_property
+    def _wire_json(self) -> bytes:
+        return websocket_frame(self._json)
+
+    @cached_property
+    def _wire_text(self) -> bytes:
+        return websocket_frame(self.data)
+
+    @cached_property
+    def _wire_binary(self) -> bytes:
+        parts = _binary_parts(self._json.encode("utf-8"), self.buffers)
+        length = sum(len(part) for part in parts)
+        return b"".join([websocket_header(OPCODE_BINARY, length), *parts])
 
     def for_mode(self, mode: FrameMode) -> Frame:
         """The frame a socket in ``mode`` receives."""
@@ -138,3 +200,11 @@ class OutgoingFrame:
         if mode is FrameMode.TEXT and isinstance(self.data, str):
             return self.data
         return self._json
+
+    def wire(self, mode: FrameMode) -> bytes:
+        """:meth:`for_mode` as a whole uncompressed WebSocket frame, ready to write to a socket."""
+        if self.buffers:
+            return self._wire_binary
+        if mode is FrameMode.TEXT and isinstance(self.data, str):
+            return self._wire_text
+        return self._wire_json

@@ -17,7 +17,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
-from tornado.iostream import IOStream, StreamBufferFullError
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .bridge import BridgeManager, KernelBridge
@@ -31,6 +32,7 @@ READ = "read"
 TOKEN_PARAM = "token"
 DATA_PARAM = "data"
 FRAMES_PARAM = "frames"
+COALESCE_BYTES = 256 * 1024  # frames waiting together up to this size are joined into one write
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
@@ -57,6 +59,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     auth_resource = AUTH_RESOURCE
     bridge: KernelBridge | None = None
     client: Client
+    raw_frames = False  # write OutgoingFrame.wire() bytes (set in open)
+    _unsent: list[bytes] | None = None  # frames waiting for the flush; None: none since the last
 
     def set_default_headers(self) -> None:
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
@@ -100,6 +104,10 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)  # WebSocketMixin's keep-alive pings
+        # Without per-message compression a frame from the server is the same bytes for every
+        # socket: write the kernel message's ready-made frame rather than re-frame it per socket
+        # (write_message copies the payload and starts a task per call).
+        self.raw_frames = self.get_compression_options() is None
         self.set_nodelay(True)
         self.stream_of_socket.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
@@ -113,7 +121,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if self.bridge is None:
             return  # closed by the server; frames the client sent meanwhile go nowhere
         try:
-            data, buffers = decode_frame(message, self.mode)
+            data, buffers = decode_frame(message, self.mode, copy=False)
             self.bridge.send(self.client.id, data, buffers, utf8_size(message))
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
@@ -132,9 +140,41 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     # -- the bridge's sink ---------------------------------------------------------------------
 
     def deliver(self, frame: OutgoingFrame) -> None:
+        if self.raw_frames:
+            # The first frame goes out at once (no added latency); the rest of the same burst
+            # from the kernel (routed before the event loop next runs) leave together in one
+            # write: one syscall and one future per socket, not per message, which was most of
+            # the server's cost per delivery in a fan-out.
+            wire = frame.wire(self.mode)
+            if self._unsent is not None:
+                self._unsent.append(wire)
+                return
+            self._unsent = []
+            IOLoop.current().add_callback(self._flush)
+            self._write_wire([wire])
+            return
         message = frame.for_mode(self.mode)
+        self._write(lambda: self.write_message(message, binary=isinstance(message, bytes)))
+
+    def _flush(self) -> None:
+        frames, self._unsent = self._unsent or [], None
+        self._write_wire(frames)
+
+    def _write_wire(self, frames: list[bytes]) -> None:
+        if not frames or self.ws_connection is None or self.ws_connection.is_closing():
+            return  # on_close follows and says goodbye to the bridge
+        stream = self.stream_of_socket
+        if len(frames) > 1 and sum(map(len, frames)) <= COALESCE_BYTES:
+            frames = [b"".join(frames)]
+        for data in frames:
+            if not self._write(lambda data=data: stream.write(data)):
+                return
+
+    def _write(self, write: Callable[[], object]) -> bool:
+        """Call ``write``; False if the socket is closed or closing as a result."""
         try:
-            self.write_message(message, binary=isinstance(message, bytes))
+            write()
+            return True
         except StreamBufferFullError:
             self.log.warning("Client %s fell too far behind; closing it", self.client.id)
             self.stream_of_socket.max_write_buffer_size = None  # room for the close frame
@@ -142,10 +182,12 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
                 self.bridge.count_drop()
             self.release()
             self.close(CloseCode.TOO_SLOW, "client fell too far behind")
-        except WebSocketClosedError:
+        except (WebSocketClosedError, StreamClosedError):
             pass  # on_close follows and says goodbye to the bridge
+        return False
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self._flush()  # what the bridge delivered before closing goes out before the close frame
         if reason is not None:
             reason = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
         super().close(code, reason)

@@ -1,0 +1,380 @@
+"""``python -m benchmarks``: the bridge against its anchors, side by side in one run.
+
+Starts a real Jupyter server with the extension and one ipykernel on loopback, then measures, in
+interleaved rounds so that the machine's noise hits every path alike:
+
+* small round trip (median), small messages/s with ``WINDOW`` in flight, 1 MiB buffers MB/s,
+  for A (jupyter_client direct), B (jupyter_server's ``/channels`` WebSocket, also with
+  TCP_NODELAY on the client socket) and the bridge;
+* fan-out: one kernel comm, N attached sockets: nothing lost, kernel CPU per message, server CPU
+  per delivery, server RSS per idle socket;
+* a busy kernel: a bridge round trip while a cell runs ``time.sleep``, on a target served by a
+  kernel subshell and on one served by the main shell.
+
+Absolute numbers on a shared machine mean little: read the ratios. Results go to stdout as a
+table and to ``benchmarks/results.json``; ``--readme`` also puts the table in README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from jupyter_transports.client import CommClient, Refused
+
+from .paths import BridgePath, ChannelsPath, DirectPath, EchoPath
+from .server import ECHO, ECHO_SUBSHELL, FAN_TARGET, Server
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results.json"
+README = HERE.parent / "README.md"
+README_SECTION = "## Performance"
+
+ROUNDS = 5  # every path measured once per round; figures are medians over rounds
+WARMUP = 5  # round trips before any timing
+ROUND_TRIPS = 100  # small round trips per path per round
+ROUND_TRIPS_SLOW = 20  # for B without TCP_NODELAY (each costs a delayed ACK, ~40 ms)
+SMALL_MESSAGES = 600  # per path per round, WINDOW in flight
+WINDOW = 64
+BIG_BYTES = 1024 * 1024
+BIG_MESSAGES = 16  # 1 MiB buffers per path per round
+BIG_WINDOW = 4
+FAN_OUT = {1: 1000, 10: 1000, 100: 500, 1000: 300}  # sockets -> messages in the burst
+RSS_MIN_SOCKETS = 100  # fewer sockets than this change RSS less than the allocator's noise
+FAN_PAD = 64  # bytes of padding in each fan-out message
+CONNECT_BATCH = 50  # sockets opened concurrently
+CONNECT_TRIES = 3  # a handshake that times out on a loaded machine is tried again
+BUSY_SLEEP = 5.0  # seconds the busy cell sleeps
+BUSY_SETTLE = 0.5  # seconds between starting the cell and measuring
+BUSY_ROUND_TRIPS = 10
+QUIET = 10.0  # seconds without a fan-out message after which the rest count as lost
+STEP_TIMEOUT = 120.0  # seconds: any single measurement that takes longer is a failure
+MiB = 1024 * 1024
+TIMED_OUT = 599  # tornado's status for a request that timed out
+
+Opener = Callable[[], Awaitable[EchoPath]]
+
+
+# -- measurements on one path --------------------------------------------------------------------
+
+
+async def _until(path: EchoPath, i: int) -> list[bytes]:
+    """Receive until the echo of message ``i`` (stale echoes of earlier steps are skipped)."""
+    while True:
+        data, buffers = await path.recv()
+        if isinstance(data, dict) and data.get("i") == i:
+            return buffers
+
+
+async def round_trips(path: EchoPath, count: int, start: int = 0) -> list[float]:
+    """Seconds per round trip of a small message, one at a time."""
+    times = []
+    for i in range(start, start + count):
+        begin = time.perf_counter()
+        await path.send({"i": i})
+        await _until(path, i)
+        times.append(time.perf_counter() - begin)
+    return times
+
+
+async def pipelined(path: EchoPath, count: int, window: int, buffers: list[bytes], start: int) -> float:
+    """Seconds to echo ``count`` messages with ``window`` of them in flight."""
+    sent = received = 0
+    begin = time.perf_counter()
+    while sent < min(window, count):
+        await path.send({"i": start + sent}, buffers)
+        sent += 1
+    while received < count:
+        data, got = await path.recv()
+        if not (isinstance(data, dict) and data.get("i") == start + received):
+            continue  # a stale echo of an earlier step
+        if buffers and (len(got) != 1 or len(got[0]) != len(buffers[0])):
+            raise AssertionError(f"{path.name}: buffer came back as {[len(b) for b in got]} bytes")
+        received += 1
+        if sent < count:
+            await path.send({"i": start + sent}, buffers)
+            sent += 1
+    return time.perf_counter() - begin
+
+
+async def measure_path(opener: Opener, *, round_trip_count: int, throughput: bool) -> dict[str, Any]:
+    path = await asyncio.wait_for(opener(), STEP_TIMEOUT)
+    try:
+        await asyncio.wait_for(round_trips(path, WARMUP, start=-WARMUP), STEP_TIMEOUT)
+        rts = await asyncio.wait_for(round_trips(path, round_trip_count), STEP_TIMEOUT)
+        result: dict[str, Any] = {"rt_ms": statistics.median(rts) * 1e3}
+        if throughput:
+            seconds = await asyncio.wait_for(
+                pipelined(path, SMALL_MESSAGES, WINDOW, [], 10_000), STEP_TIMEOUT
+            )
+            result["msg_per_s"] = SMALL_MESSAGES / seconds
+            blob = [os.urandom(BIG_BYTES)]
+            seconds = await asyncio.wait_for(
+                pipelined(path, BIG_MESSAGES, BIG_WINDOW, blob, 20_000), STEP_TIMEOUT
+            )
+            result["big_mb_per_s"] = BIG_MESSAGES * BIG_BYTES / MiB / seconds
+        return result
+    finally:
+        await asyncio.wait_for(path.close(), STEP_TIMEOUT)
+
+
+async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
+    """Every path, interleaved, ``rounds`` times; the median of each figure over the rounds."""
+    url, token, kid = server.url, server.token, server.kernel_id
+    paths: list[tuple[str, Opener, int, bool]] = [
+        ("A direct", lambda: DirectPath.open(server.connection_file, ECHO), ROUND_TRIPS, True),
+        ("B /channels", lambda: ChannelsPath.open(url, token, kid, ECHO), ROUND_TRIPS_SLOW, True),
+        (
+            "B nodelay",
+            lambda: ChannelsPath.open(url, token, kid, ECHO, nodelay=True),
+            ROUND_TRIPS,
+            False,
+        ),
+        ("bridge", lambda: BridgePath.open(url, token, kid, ECHO), ROUND_TRIPS, True),
+    ]
+    per_path: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
+    for r in range(rounds):
+        for name, opener, count, throughput in paths:
+            figures = await measure_path(opener, round_trip_count=count, throughput=throughput)
+            per_path[name].append(figures)
+            print(f"  round {r + 1} {name:12} {_brief(figures)}", file=sys.stderr, flush=True)
+    summary: dict[str, dict[str, Any]] = {}
+    for name, results in per_path.items():
+        summary[name] = {
+            key: statistics.median(result[key] for result in results) for key in results[0]
+        }
+        summary[name]["rounds"] = results
+    return summary
+
+
+def _brief(figures: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.2f}" for k, v in figures.items())
+
+
+# -- fan-out and memory ----------------------------------------------------------------------------
+
+
+async def _attach(server: Server, comm_id: str) -> CommClient:
+    for attempt in range(CONNECT_TRIES):
+        try:
+            return await CommClient.attach(server.url, server.kernel_id, comm_id, token=server.token)
+        except Refused as e:
+            if e.status != TIMED_OUT or attempt == CONNECT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _attach_many(server: Server, comm_id: str, n: int) -> list[CommClient]:
+    clients: list[CommClient] = []
+    for first in range(0, n, CONNECT_BATCH):
+        batch = [_attach(server, comm_id) for _ in range(first, min(n, first + CONNECT_BATCH))]
+        clients += await asyncio.wait_for(asyncio.gather(*batch), STEP_TIMEOUT)
+    return clients
+
+
+async def _count(client: CommClient, count: int) -> int:
+    """Receive up to ``count`` burst messages (until ``QUIET`` s pass without one); how many
+    arrived in order."""
+    in_order = 0
+    for i in range(count):
+        try:
+            message = await asyncio.wait_for(client.recv(), QUIET)
+        except asyncio.TimeoutError:
+            break
+        in_order += message.data.get("i") == i
+    return in_order
+
+
+async def fan_out(server: Server) -> list[dict[str, Any]]:
+    """One kernel comm, N attached sockets, a burst of messages sent once by the kernel."""
+    comm_id = await server.evaluate("fan.comm_id")
+    results = []
+    for n, count in FAN_OUT.items():
+        rss_before = server.server_rss()
+        clients = await _attach_many(server, comm_id, n)
+        await asyncio.sleep(0.5)  # let the server settle before reading its memory
+        rss_after = server.server_rss()
+        server_cpu, kernel_cpu = server.server_cpu(), server.kernel_cpu()
+        begin = time.perf_counter()
+        msg_id = server.send_execute(f"burst({count}, {FAN_PAD})")
+        received = await asyncio.wait_for(
+            asyncio.gather(*(_count(c, count) for c in clients)), STEP_TIMEOUT
+        )
+        await server.wait_execute(msg_id)
+        seconds = time.perf_counter() - begin
+        server_cpu = server.server_cpu() - server_cpu
+        kernel_cpu = server.kernel_cpu() - kernel_cpu
+        deliveries = n * count
+        result = {
+            "sockets": n,
+            "messages": count,
+            "delivered_in_order": sum(received),
+            "lost": deliveries - sum(received),
+            "seconds": seconds,
+            "deliveries_per_s": deliveries / seconds,
+            "kernel_us_per_msg": kernel_cpu / count * 1e6,
+            "server_us_per_delivery": server_cpu / deliveries * 1e6,
+            "server_rss_mib": rss_after / MiB,
+            "rss_kib_per_idle_socket": (rss_after - rss_before) / n / 1024,
+        }
+        results.append(result)
+        print(f"  fan-out N={n:<5} {_brief(result)}", file=sys.stderr, flush=True)
+        await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), STEP_TIMEOUT)
+    return results
+
+
+# -- busy kernel -------------------------------------------------------------------------------------
+
+
+async def busy_kernel(server: Server) -> dict[str, Any]:
+    """Round trips through the bridge while a cell sleeps: subshell target vs main-shell target."""
+    url, token, kid = server.url, server.token, server.kernel_id
+    threaded = await BridgePath.open(url, token, kid, ECHO_SUBSHELL)
+    plain = await BridgePath.open(url, token, kid, ECHO)
+    try:
+        for path in (threaded, plain):
+            await asyncio.wait_for(round_trips(path, WARMUP, start=-WARMUP), STEP_TIMEOUT)
+        idle = await round_trips(threaded, BUSY_ROUND_TRIPS)
+        msg_id = server.send_execute(f"time.sleep({BUSY_SLEEP})")
+        await asyncio.sleep(BUSY_SETTLE)
+        busy = await asyncio.wait_for(round_trips(threaded, BUSY_ROUND_TRIPS, 100), STEP_TIMEOUT)
+        blocked = await asyncio.wait_for(round_trips(plain, 1, 200), STEP_TIMEOUT)
+        await server.wait_execute(msg_id)
+    finally:
+        for path in (threaded, plain):
+            await path.close()
+    result = {
+        "sleep_s": BUSY_SLEEP,
+        "subshell_idle_rt_ms": statistics.median(idle) * 1e3,
+        "subshell_busy_rt_ms": statistics.median(busy) * 1e3,
+        "subshell_busy_rt_max_ms": max(busy) * 1e3,
+        "main_shell_busy_rt_ms": blocked[0] * 1e3,
+    }
+    print(f"  busy kernel {_brief(result)}", file=sys.stderr, flush=True)
+    return result
+
+
+# -- report -------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown tables of the figures and their ratios to A."""
+    echo = results["echo"]
+    a, bridge = echo["A direct"], echo["bridge"]
+    names = list(echo)
+    lines = [
+        "| figure | " + " | ".join(names) + " | bridge ÷ A | goal |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    rows = [
+        ("small round trip, median (ms)", "rt_ms", 2, "≤ 1.2"),
+        (f"small msg/s, {WINDOW} in flight", "msg_per_s", 0, "≥ 1.0"),
+        ("1 MiB buffers, MB/s", "big_mb_per_s", 0, "≥ 0.8"),
+    ]
+    for label, key, digits, goal in rows:
+        cells = [_fmt(echo[n].get(key), digits) for n in names]
+        ratio = bridge[key] / a[key] if key in bridge and key in a else None
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(ratio, 2)} | {goal} |")
+    lines += [
+        "",
+        "| fan-out sockets N | messages | lost | deliveries/s | kernel CPU µs/msg | "
+        "server CPU µs/delivery (goal ≤ 20) | server RSS MiB | RSS KiB per idle socket |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in results["fan_out"]:
+        lines.append(
+            f"| {f['sockets']} | {f['messages']} | {f['lost']} | {_fmt(f['deliveries_per_s'], 0)} | "
+            f"{_fmt(f['kernel_us_per_msg'])} | {_fmt(f['server_us_per_delivery'])} | "
+            f"{_fmt(f['server_rss_mib'])} | "
+            f"{_fmt(f['rss_kib_per_idle_socket'] if f['sockets'] >= RSS_MIN_SOCKETS else None)} |"
+        )
+    busy = results["busy"]
+    lines += [
+        "",
+        f"| busy kernel (cell in `time.sleep({busy['sleep_s']:g})`) | round trip (ms) |",
+        "|---|---|",
+        f"| bridge, subshell target, kernel idle | {_fmt(busy['subshell_idle_rt_ms'], 2)} |",
+        f"| bridge, subshell target, kernel busy (median; goal < 50) "
+        f"| {_fmt(busy['subshell_busy_rt_ms'], 2)} (max {_fmt(busy['subshell_busy_rt_max_ms'], 2)}) |",
+        f"| bridge, main-shell target, kernel busy | {_fmt(busy['main_shell_busy_rt_ms'], 0)} |",
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(text: str, command: str, when: str, rounds: int) -> None:
+    """Replace (or append) README's performance section with the latest table."""
+    section = (
+        f"{README_SECTION}\n\n"
+        f"Measured by `{command}` ({when}, {os.cpu_count()} cores shared with other work, "
+        f"medians of {rounds} interleaved rounds; absolute numbers are noisy, read the ratios). "
+        "A is `jupyter_client` straight to the kernel (no server); B is jupyter_server's "
+        "`/api/kernels/{id}/channels` WebSocket speaking the kernel protocol, and \"B nodelay\" "
+        "the same with TCP_NODELAY on both ends (Tornado leaves it off; the benchmark patches it "
+        "into its server for that column); all talk to the same echo comm target of the same "
+        "kernel. Fan-out: a comm opened by the kernel, N sockets attached, one burst sent once by "
+        "the kernel; CPU is the server's and the kernel's process time over the burst. "
+        "Full figures in `benchmarks/results.json`.\n\n"
+        f"{text}\n"
+    )
+    readme = README.read_text()
+    start = readme.find(README_SECTION)
+    if start < 0:
+        readme = readme.rstrip("\n") + "\n\n" + section
+    else:
+        after = readme.find("\n## ", start + len(README_SECTION))
+        readme = readme[:start] + section + ("" if after < 0 else readme[after:].lstrip("\n"))
+    README.write_text(readme)
+
+
+async def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    config = {"TransportsExtension": {"subshell_targets": [ECHO_SUBSHELL]}}
+    began = time.perf_counter()
+    server = await Server.start(config)
+    try:
+        print(f"server {server.url}, kernel {server.kernel_id}", file=sys.stderr, flush=True)
+        results: dict[str, Any] = {}
+        if not args.skip_echo:
+            results["echo"] = await echo_rounds(server, args.rounds)
+        results["fan_out"] = await fan_out(server)
+        results["busy"] = await busy_kernel(server)
+    finally:
+        server.stop()
+    results["seconds"] = time.perf_counter() - began
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--readme", action="store_true", help="put the table in README.md")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the echo figures")
+    parser.add_argument("--skip-echo", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    results = asyncio.run(run_all(args))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results["meta"] = {
+        "when": when,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "rounds": args.rounds,
+    }
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    if "echo" in results:
+        text = table(results)
+        print(text)
+        if args.readme:
+            update_readme(text, "make bench", when, args.rounds)
+    print(f"\n{results['seconds']:.0f} s; results in {RESULTS}", file=sys.stderr)
