@@ -61,8 +61,21 @@ async def main(kind: str, seconds: float) -> None:
         out = f"/tmp/transports-{kind}"
         spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
         record = subprocess.Popen(
-            [spy, "record", "-p", str(server.process.pid), "-d", str(int(seconds)), "-r", "200",
-             "-f", "raw", "--nonblocking", "-o", out + ".txt"],
+            [
+                spy,
+                "record",
+                "-p",
+                str(server.process.pid),
+                "-d",
+                str(int(seconds)),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "--nonblocking",
+                "-o",
+                out + ".txt",
+            ],
             stdout=subprocess.DEVNULL,
         )
         await load(server, kind, seconds)

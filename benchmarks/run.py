@@ -32,7 +32,7 @@ from typing import Any
 from jupyter_transports.client import CommClient, Refused
 
 from .paths import BridgePath, ChannelsPath, DirectPath, EchoPath
-from .server import ECHO, ECHO_SUBSHELL, FAN_TARGET, Server
+from .server import ECHO, ECHO_SUBSHELL, Server
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.json"
@@ -86,7 +86,9 @@ async def round_trips(path: EchoPath, count: int, start: int = 0) -> list[float]
     return times
 
 
-async def pipelined(path: EchoPath, count: int, window: int, buffers: list[bytes], start: int) -> float:
+async def pipelined(
+    path: EchoPath, count: int, window: int, buffers: list[bytes], start: int
+) -> float:
     """Seconds to echo ``count`` messages with ``window`` of them in flight."""
     sent = received = 0
     begin = time.perf_counter()
@@ -106,7 +108,9 @@ async def pipelined(path: EchoPath, count: int, window: int, buffers: list[bytes
     return time.perf_counter() - begin
 
 
-async def measure_path(opener: Opener, *, round_trip_count: int, throughput: bool) -> dict[str, Any]:
+async def measure_path(
+    opener: Opener, *, round_trip_count: int, throughput: bool
+) -> dict[str, Any]:
     path = await asyncio.wait_for(opener(), STEP_TIMEOUT)
     try:
         await asyncio.wait_for(round_trips(path, WARMUP, start=-WARMUP), STEP_TIMEOUT)
@@ -166,7 +170,9 @@ def _brief(figures: dict[str, Any]) -> str:
 async def _attach(server: Server, comm_id: str) -> CommClient:
     for attempt in range(CONNECT_TRIES):
         try:
-            return await CommClient.attach(server.url, server.kernel_id, comm_id, token=server.token)
+            return await CommClient.attach(
+                server.url, server.kernel_id, comm_id, token=server.token
+            )
         except Refused as e:
             if e.status != TIMED_OUT or attempt == CONNECT_TRIES - 1:
                 raise
@@ -321,7 +327,7 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         f"Measured by `{command}` ({when}, {os.cpu_count()} cores shared with other work, "
         f"medians of {rounds} interleaved rounds; absolute numbers are noisy, read the ratios). "
         "A is `jupyter_client` straight to the kernel (no server); B is jupyter_server's "
-        "`/api/kernels/{id}/channels` WebSocket speaking the kernel protocol, and \"B nodelay\" "
+        '`/api/kernels/{id}/channels` WebSocket speaking the kernel protocol, and "B nodelay" '
         "the same with TCP_NODELAY on both ends (Tornado leaves it off; the benchmark patches it "
         "into its server for that column); all talk to the same echo comm target of the same "
         "kernel. Fan-out: a comm opened by the kernel, N sockets attached, one burst sent once by "
@@ -357,7 +363,9 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--readme", action="store_true", help="put the table in README.md")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the echo figures")
     parser.add_argument("--skip-echo", action="store_true", help=argparse.SUPPRESS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -127,8 +128,7 @@ class Server:
         }
         config_file = root / "jupyter_server_config.py"
         config_file.write_text(
-            "from traitlets.config import Config\n"
-            f"c.merge(Config({config!r}))\n{NODELAY_PATCH}"
+            f"from traitlets.config import Config\nc.merge(Config({config!r}))\n{NODELAY_PATCH}"
         )
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
         argv = [sys.executable, "-m", "jupyter_server", f"--config={config_file}"]
@@ -206,7 +206,9 @@ class Server:
         """The value of a JSON-able expression in the kernel."""
         assert self.code_client is not None
         msg_id = self.code_client.execute(
-            "", store_history=False, user_expressions={"v": f"__import__('json').dumps({expression})"}
+            "",
+            store_history=False,
+            user_expressions={"v": f"__import__('json').dumps({expression})"},
         )
         while True:
             reply = await self.code_client.get_shell_msg(timeout=EXECUTE_TIMEOUT)
@@ -227,10 +229,8 @@ class Server:
         if self.code_client is not None:
             self.code_client.stop_channels()
         if self.kernel_id:
-            try:
+            with contextlib.suppress(OSError):
                 self._api("DELETE", f"api/kernels/{self.kernel_id}")
-            except OSError:
-                pass
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -240,7 +240,9 @@ class Server:
         log = Path(self.workdir.name) / "server.log"
         if os.environ.get("BENCH_KEEP_LOG"):
             shutil.copy(log, os.environ["BENCH_KEEP_LOG"])
-        errors = [line for line in log.read_text(errors="replace").splitlines() if " E " in line[:40]]
+        errors = [
+            line for line in log.read_text(errors="replace").splitlines() if " E " in line[:40]
+        ]
         if errors:
             print("server errors:", *errors[-LOG_LINES:], sep="\n", file=sys.stderr)
         self.workdir.cleanup()

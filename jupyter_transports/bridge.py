@@ -145,7 +145,9 @@ class KernelBridge:
         """Open a new comm in the kernel (owned by ``client`` if ``owned``); the comm_open's id."""
         self.check_open()
         self.sinks[client.id] = sink
-        [msg_id] = self.perform(self.router.open_comm(client, target_name, data, query, owned=owned))
+        [msg_id] = self.perform(
+            self.router.open_comm(client, target_name, data, query, owned=owned)
+        )
         return msg_id
 
     async def has_comm(self, comm_id: str) -> bool:
@@ -167,9 +169,7 @@ class KernelBridge:
             self.stats.messages_to_kernel += 1
             self.stats.bytes_to_kernel += size
 
-    def post(
-        self, client: Client, sink: Sink, data: Any, *, count: int, size: int = 0
-    ) -> str:
+    def post(self, client: Client, sink: Sink, data: Any, *, count: int, size: int = 0) -> str:
         """Send one message for a client not attached to the comm (a REST call); its id.
 
         Up to ``count`` of the kernel's replies to it (messages on the comm whose parent it is)
@@ -225,7 +225,9 @@ class KernelBridge:
         try:
             await asyncio.wait_for(done, self.kernel_timeout)
         except asyncio.TimeoutError:
-            raise KernelTimeout(f"the kernel did not handle the request within {self.kernel_timeout} s") from None
+            raise KernelTimeout(
+                f"the kernel did not handle the request within {self.kernel_timeout} s"
+            ) from None
         finally:
             self._idle.pop(msg_id, None)
 
@@ -295,7 +297,11 @@ class KernelBridge:
                 subshell_id = self._subshell_for(action.content.get("comm_id"))
                 sent.append(
                     self.channels.send(
-                        action.msg_type, action.content, action.metadata, action.buffers, subshell_id
+                        action.msg_type,
+                        action.content,
+                        action.metadata,
+                        action.buffers,
+                        subshell_id,
                     )
                 )
         return sent

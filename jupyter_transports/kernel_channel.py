@@ -102,7 +102,9 @@ class Channel:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    def call(self, name: str, *args: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY) -> asyncio.Task[Any]:
+    def call(
+        self, name: str, *args: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY
+    ) -> asyncio.Task[Any]:
         """Call the clients' handler method ``name``; await the task for its result.
 
         ``to`` is ``"any"`` (one client; if it leaves before answering, another one is asked),
@@ -115,7 +117,12 @@ class Channel:
         return self._start(CALL, name, args, timeout, to)
 
     def call_with_stream(
-        self, name: str, stream: Any, *args: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY
+        self,
+        name: str,
+        stream: Any,
+        *args: Any,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        to: str = ANY,
     ) -> asyncio.Task[Any]:
         """Like :meth:`call`, with binary data (bytes, or an (async) iterable of chunks) first.
 
@@ -128,11 +135,15 @@ class Channel:
 
         return asyncio.ensure_future(joined())
 
-    def echo(self, *args: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY) -> asyncio.Task[Any]:
+    def echo(
+        self, *args: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY
+    ) -> asyncio.Task[Any]:
         """The arguments back from a client, as a list: checks that they survive the trip."""
         return self._start(ECHO, None, args, timeout, to)
 
-    def pipe(self, stream: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY) -> asyncio.Task[Any]:
+    def pipe(
+        self, stream: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY
+    ) -> asyncio.Task[Any]:
         """Binary data to a client and back (as bytes): checks the binary path."""
 
         async def joined() -> Any:
@@ -142,7 +153,7 @@ class Channel:
         return asyncio.ensure_future(joined())
 
     def close(self) -> None:
-        """Stop being a comm target and close every client's comm (their sockets close with 1000)."""
+        """Stop being a comm target; close every client's comm (their sockets close with 1000)."""
         if self.closed:
             return
         self.closed = True
@@ -154,10 +165,14 @@ class Channel:
 
     # -- routing -----------------------------------------------------------------------------
 
-    def _start(self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None, to: str) -> asyncio.Task[Any]:
+    def _start(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None, to: str
+    ) -> asyncio.Task[Any]:
         return asyncio.ensure_future(self._route(kind, name, args, timeout, to))
 
-    async def _route(self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None, to: str) -> Any:
+    async def _route(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None, to: str
+    ) -> Any:
         if self.closed:
             raise ConnectionLost(f"channel {self.name!r} is closed")
         if not isinstance(to, str):
@@ -171,7 +186,9 @@ class Channel:
             raise NoClient(f"client {to!r} is not connected to channel {self.name!r}")
         return await peer.endpoint.request(kind, name, args, timeout)
 
-    async def _to_any(self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None) -> Any:
+    async def _to_any(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
         """Ask one client; if it leaves before answering, ask the next, within one deadline."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -189,13 +206,15 @@ class Channel:
             except ConnectionLost:
                 continue
 
-    async def _to_all(self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None) -> dict[str, Any]:
+    async def _to_all(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None
+    ) -> dict[str, Any]:
         peers = list(self._peers.values())
         results = await asyncio.gather(
             *(peer.endpoint.request(kind, name, args, timeout) for peer in peers),
             return_exceptions=True,
         )
-        return {peer.id: result for peer, result in zip(peers, results)}
+        return {peer.id: result for peer, result in zip(peers, results, strict=True)}
 
     async def _next_peer(self, tried: set[str]) -> str:
         """A connected client not in ``tried``, waiting for one to arrive if need be."""

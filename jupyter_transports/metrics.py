@@ -55,7 +55,7 @@ class TransportsCollector(Collector):
 def register(
     status: Callable[[], Status], registry: CollectorRegistry = REGISTRY
 ) -> TransportsCollector:
-    """Publish the counters on ``registry`` (the one ``/metrics`` serves) until :func:`unregister`."""
+    """Publish the counters on ``registry`` (``/metrics`` serves it) until :func:`unregister`."""
     collector = TransportsCollector(status)
     registry.register(collector)
     return collector

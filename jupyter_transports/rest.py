@@ -8,6 +8,7 @@ it opens or posts, collects what the router routes to it, and leaves. Bodies are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -63,10 +64,8 @@ class ReplyCollector:
         """Until the collector is closed, or ``seconds`` passed (``wait`` is not a timeout)."""
         if seconds <= 0 or self.closed.is_set():
             return
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.closed.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
 
 def parse_body(body: bytes, defaults: dict[str, Any], *, max_bytes: int) -> dict[str, Any]:
@@ -179,7 +178,5 @@ async def close_comm(bridge: KernelBridge, comm_id: str) -> None:
 
 
 def _close_quietly(bridge: KernelBridge, comm_id: str) -> None:
-    try:
+    with contextlib.suppress(CommNotFound):  # the kernel closed it already
         bridge.close_comm(comm_id)
-    except CommNotFound:
-        pass  # the kernel closed it already

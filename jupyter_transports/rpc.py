@@ -1,4 +1,4 @@
-"""RPC over one comm: calls, ``echo`` and ``pipe`` in both directions (stdlib only: kernels import it).
+"""RPC over one comm: calls, ``echo`` and ``pipe`` both ways (stdlib only: kernels import it).
 
 Both ends of a channel speak the same messages, each one comm message whose ``data`` is a JSON
 object. Binary values anywhere in ``args`` or ``result`` travel as comm buffers, never as base64:
@@ -7,7 +7,7 @@ layout ipywidgets uses), buffer *i* belonging at path *i*::
 
     {"rpc": "call",   "id": 7, "name": "add", "args": [1, 2]}
     {"rpc": "echo",   "id": 8, "args": [...]}             answered with the args themselves
-    {"rpc": "pipe",   "id": 9, "args": [null], "buffer_paths": [["args", 0]]}   answered with the bytes
+    {"rpc": "pipe",   "id": 9, "args": [null], "buffer_paths": [["args", 0]]}  answered: the bytes
     {"rpc": "return", "id": 7, "result": 3}
     {"rpc": "raise",  "id": 7, "error": {"type": "ValueError", "message": "..."}}
 
@@ -77,7 +77,9 @@ class NoClient(RpcError, ConnectionError):
 # -- binary values ---------------------------------------------------------------------------
 
 
-def remove_buffers(value: Any, path: tuple[Any, ...] = ()) -> tuple[Any, list[list[Any]], list[bytes]]:
+def remove_buffers(
+    value: Any, path: tuple[Any, ...] = ()
+) -> tuple[Any, list[list[Any]], list[bytes]]:
     """``value`` with every binary part replaced by ``None``; their paths; the bytes."""
     paths: list[list[Any]] = []
     buffers: list[bytes] = []
@@ -101,7 +103,7 @@ def put_buffers(value: Any, paths: Iterable[Iterable[Any]], buffers: list[bytes]
     paths = list(paths)
     if len(paths) != len(buffers):
         raise ProtocolError(f"{len(paths)} buffer paths for {len(buffers)} buffers")
-    for path, buffer in zip(paths, buffers):
+    for path, buffer in zip(paths, buffers, strict=True):
         *parents, last = list(path) or [None]
         node = value
         try:
@@ -135,7 +137,9 @@ def encode(fields: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
     return data, buffers
 
 
-def request(kind: str, call_id: int, name: str | None, args: Iterable[Any]) -> tuple[dict[str, Any], list[bytes]]:
+def request(
+    kind: str, call_id: int, name: str | None, args: Iterable[Any]
+) -> tuple[dict[str, Any], list[bytes]]:
     fields: dict[str, Any] = {RPC_KEY: kind, ID_KEY: call_id, ARGS_KEY: list(args)}
     if name is not None:
         fields[NAME_KEY] = name
@@ -226,7 +230,9 @@ class Endpoint:
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed: BaseException | None = None
 
-    async def request(self, kind: str, name: str | None, args: Iterable[Any], timeout: float | None) -> Any:
+    async def request(
+        self, kind: str, name: str | None, args: Iterable[Any], timeout: float | None
+    ) -> Any:
         """Send a request and await its answer, at most ``timeout`` seconds (None: no limit)."""
         if self.closed is not None:
             raise self.closed
@@ -303,7 +309,9 @@ class Endpoint:
         method = _method(self._handler(), message.name or "")
         return await _maybe_await(method(*message.args))
 
-    async def _reply(self, call_id: int | str, *, result: Any = None, error: BaseException | None = None) -> None:
+    async def _reply(
+        self, call_id: int | str, *, result: Any = None, error: BaseException | None = None
+    ) -> None:
         if self.closed is not None:
             return
         data, buffers = raised(call_id, error) if error is not None else returned(call_id, result)

@@ -1,7 +1,7 @@
 """The Python client's end of an RPC channel (the counterpart of the browser's ``Channel``).
 
-    async with await Channel.open(server_url, kernel_id, "calc", token=token, handler=obj) as channel:
-        assert await channel.call("add", 1, 2) == 3        # a method of the kernel's handler
+    async with await Channel.open(server_url, kernel_id, "calc", token=token, handler=obj) as ch:
+        assert await ch.call("add", 1, 2) == 3        # a method of the kernel's handler
         # and the kernel may call obj's methods: await channel.call("name", ...) in the kernel
 
 Calls have no timeout unless given one (``timeout=`` in seconds); if the socket closes, pending
@@ -50,7 +50,9 @@ class Channel:
         """The result of the kernel handler's method ``name``."""
         return await self._endpoint.request(CALL, name, args, self._timeout(timeout))
 
-    async def call_with_stream(self, name: str, stream: Any, *args: Any, timeout: float | None = None) -> Any:
+    async def call_with_stream(
+        self, name: str, stream: Any, *args: Any, timeout: float | None = None
+    ) -> Any:
         """Like :meth:`call`, with binary data first (bytes or an (async) iterable of chunks)."""
         data = await join_async_stream(stream)
         return await self._endpoint.request(CALL, name, (data, *args), self._timeout(timeout))
@@ -82,4 +84,6 @@ class Channel:
                 self._endpoint.receive(message.data, message.buffers)
         finally:
             code, reason = self.comm.close_code, self.comm.close_reason
-            self._endpoint.close(ConnectionLost(f"the channel's socket closed ({code}): {reason or ''}"))
+            self._endpoint.close(
+                ConnectionLost(f"the channel's socket closed ({code}): {reason or ''}")
+            )

@@ -26,4 +26,3 @@ class KernelStats:
 
 
 COUNTERS = tuple(KernelStats.__dataclass_fields__)
-

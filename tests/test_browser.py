@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import pytest
 from tornado import web
@@ -158,7 +158,9 @@ async def test_demo_pages_stay_in_sync(demo_url, kernel):
 
         # the page calls the kernel, which calls back into that page
         await first.click("#roll")
-        await first.wait_for_function("document.getElementById('roll-result').textContent.includes('rolled')")
+        await first.wait_for_function(
+            "document.getElementById('roll-result').textContent.includes('rolled')"
+        )
         assert "call back into this tab took" in await first.text_content("#roll-result")
         assert await first.text_content("#die") != "?"
         assert await second.text_content("#die") == "?"  # only the caller was called back
@@ -180,7 +182,9 @@ async def test_demo_shows_a_python_exception(demo_url):
         await page.fill("#a", "7")
         await page.fill("#b", "0")
         await page.click("#divide")
-        await text_becomes(page, "divide-result", "Python raised ZeroDivisionError: division by zero")
+        await text_becomes(
+            page, "divide-result", "Python raised ZeroDivisionError: division by zero"
+        )
         await page.fill("#b", "2")
         await page.click("#divide")
         await text_becomes(page, "divide-result", "= 3.5")
@@ -207,7 +211,12 @@ async def test_comm_frames_in_the_browser(demo_url, kernel, token):
                }""",
             [kernel.id, token],
         )
-        assert result == [{"x": [1, "y"]}, {"kind": "blob"}, [[9, 8, 7], [0, 0, 0, 63]], "not { json"]
+        assert result == [
+            {"x": [1, "y"]},
+            {"kind": "blob"},
+            [[9, 8, 7], [0, 0, 0, 63]],
+            "not { json",
+        ]
 
 
 # -- RPC both ways -----------------------------------------------------------------------------
@@ -251,7 +260,12 @@ async def test_rpc_both_ways(demo_url, kernel, token):
                }"""
         )
         assert timeout == ["TimeoutError", "no answer to 'slow' within 300 ms"]
-        assert await page.evaluate("calc.echo(1, 'two', [3], {four: null})") == [1, "two", [3], {"four": None}]
+        assert await page.evaluate("calc.echo(1, 'two', [3], {four: null})") == [
+            1,
+            "two",
+            [3],
+            {"four": None},
+        ]
         assert await page.evaluate(
             "calc.pipe(new Uint8Array([0, 1, 255])).then((b) => [b.constructor.name, Array.from(b)])"
         ) == ["Uint8Array", [0, 1, 255]]
@@ -300,7 +314,7 @@ RAW_CONNECT = """
 
 
 def socket_url(server_url: str, kernel_id: str, token: str | None = None) -> str:
-    scheme, rest = server_url.split("://", 1)
+    _scheme, rest = server_url.split("://", 1)
     query = f"?{urlencode({'token': token})}" if token else ""
     return f"ws://{rest}api/transports/kernels/{kernel_id}/targets/calc{query}"
 
@@ -343,7 +357,9 @@ async def test_allowed_origin_imports_the_client_and_connects(
         server.stop()
 
 
-async def test_origin_not_allowed_is_refused(origin_socket, kernel, server_url, token, jp_serverapp):
+async def test_origin_not_allowed_is_refused(
+    origin_socket, kernel, server_url, token, jp_serverapp
+):
     origin = origin_socket[1]
     assert not jp_serverapp.allow_origin
     await kernel.execute(KERNEL_CHANNEL)
@@ -355,14 +371,17 @@ async def test_origin_not_allowed_is_refused(origin_socket, kernel, server_url, 
             page = await new_page(context, f"{origin}/page.html")
             # the server sends no CORS header to this origin: the browser will not load the client
             imported = await page.evaluate(
-                "(module) => import(module).then(() => 'imported', (e) => e.name)", f"{server_url}{MODULE}"
+                "(module) => import(module).then(() => 'imported', (e) => e.name)",
+                f"{server_url}{MODULE}",
             )
             assert imported == "TypeError"
             # the login cookie is not enough from this origin: the handshake is refused (403)
             assert await page.evaluate(RAW_CONNECT, socket_url(server_url, kernel.id)) == "refused"
             # Jupyter's rule (IdentityProvider.should_check_origin): a request that carries the
             # token skips the origin check, because holding the token is the authorization
-            assert await page.evaluate(RAW_CONNECT, socket_url(server_url, kernel.id, token)) == "open"
+            assert (
+                await page.evaluate(RAW_CONNECT, socket_url(server_url, kernel.id, token)) == "open"
+            )
     finally:
         server.stop()
 

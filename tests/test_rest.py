@@ -106,7 +106,9 @@ def _pattern(path: str) -> str:
     parts = path.split("/")
     for i, part in enumerate(parts[:-1]):
         if part in ("kernels", "comms", "targets") and parts[i + 1]:
-            parts[i + 1] = "{%s}" % {"kernels": "kernel_id", "comms": "comm_id", "targets": "target_name"}[part]
+            parts[i + 1] = "{{{}}}".format(
+                {"kernels": "kernel_id", "comms": "comm_id", "targets": "target_name"}[part]
+            )
     return "/".join(parts)
 
 
@@ -119,7 +121,9 @@ class EventStream:
         self.comments = 0
 
     @classmethod
-    async def connect(cls, server_url: str, path: str, token: str | None) -> tuple[Answer, EventStream]:
+    async def connect(
+        cls, server_url: str, path: str, token: str | None
+    ) -> tuple[Answer, EventStream]:
         """Subscribe; the answer's body is empty for a stream (its events are read with next)."""
         url = urlsplit(server_url)
         reader, writer = await asyncio.open_connection(url.hostname, url.port)
@@ -135,7 +139,9 @@ class EventStream:
             headers.parse_line(line.decode())
         stream = cls(reader, writer)
         if "Content-Length" in headers:  # an error, not a stream
-            body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), TIMEOUT)
+            body = await asyncio.wait_for(
+                reader.readexactly(int(headers["Content-Length"])), TIMEOUT
+            )
         else:  # the stream's first event
             stream.buffer = await asyncio.wait_for(stream._chunk(), TIMEOUT)
             body = stream.buffer.encode()
@@ -154,9 +160,9 @@ class EventStream:
             if line.startswith(":"):
                 self.comments += 1
             elif line.startswith("event: "):
-                name = line[len("event: "):]
+                name = line[len("event: ") :]
             elif line.startswith("data: "):
-                data.append(line[len("data: "):])
+                data.append(line[len("data: ") :])
         if not data:
             return await self.next()  # a keep-alive comment
         return name, json.loads("\n".join(data))
@@ -218,7 +224,10 @@ async def test_open_with_wait_returns_first_replies(api, kernel, jp_base_url):
     assert opened["comm_id"] == comm_id
     assert opened["data"] == {"x": [1, 2]}
     assert set(opened["metadata"]["transports"]) == {"client", "user", "query"}
-    assert answer.headers["Location"] == f"{jp_base_url}api/transports/kernels/{kernel.id}/comms/{comm_id}"
+    assert (
+        answer.headers["Location"]
+        == f"{jp_base_url}api/transports/kernels/{kernel.id}/comms/{comm_id}"
+    )
 
     # the comm outlives the call that opened it
     assert comm_id in await kernel.comm_ids("whoami")
@@ -281,7 +290,9 @@ async def test_send_never_more_than_count_and_wait_is_not_an_error(api, kernel):
 async def test_replies_held_for_a_call_are_bounded(api, kernel):
     comm_id = await open_rest(api, kernel, "flood")
     flood = {"data": {"count": 20, "size": 1000}, "count": 20}
-    replies = (await api("POST", "kernels", kernel.id, "comms", comm_id, body=flood)).json["replies"]
+    replies = (await api("POST", "kernels", kernel.id, "comms", comm_id, body=flood)).json[
+        "replies"
+    ]
     assert 4 <= len(replies) < 20  # stopped once they held client_buffer_bytes
     assert [r["i"] for r in replies] == list(range(len(replies)))
 
@@ -289,12 +300,13 @@ async def test_replies_held_for_a_call_are_bounded(api, kernel):
 async def test_call_whose_client_went_away_stops_waiting(api, kernel, server_url, token):
     comm_id = await open_rest(api, kernel)  # the bridge closes after the call: nobody uses it
     url = urlsplit(server_url)
-    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    _reader, writer = await asyncio.open_connection(url.hostname, url.port)
     body = json.dumps({"data": "once", "count": 2, "wait": 3 * TIMEOUT}).encode()
     writer.write(
         f"POST {url.path.rstrip('/')}{API}/kernels/{kernel.id}/comms/{comm_id} HTTP/1.1\r\n"
         f"Host: {url.netloc}\r\nAuthorization: token {token}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
     )
     async with asyncio.timeout(TIMEOUT):  # the call holds the bridge while it waits...
         while (await status_of(api, kernel))["comms"] == 0:
@@ -357,7 +369,9 @@ async def test_events_see_rest_sends_and_end_on_close(api, kernel, events):
     assert sent.json["replies"] == [{"n": 1}]
     assert await stream.next() == ("message", {"n": 1})
 
-    await kernel.execute(f"from comm import get_comm_manager\nget_comm_manager().get_comm({comm_id!r}).close()")
+    await kernel.execute(
+        f"from comm import get_comm_manager\nget_comm_manager().get_comm({comm_id!r}).close()"
+    )
     name, data = await stream.next()
     assert name == "close" and data["code"] == CloseCode.COMM_CLOSED
     assert await stream.next() is None
@@ -385,14 +399,16 @@ async def test_events_keep_alive_and_leave_nothing_behind(api, kernel, events):
 @pytest.mark.parametrize("transports_config", [{"client_buffer_bytes": 256 * 1024}])
 async def test_events_slow_client_is_dropped(api, kernel, events):
     comm_id = await open_rest(api, kernel, "flood")
-    _, stream = await events(comm_id)  # and never read again
+    _, _stream = await events(comm_id)  # and never read again
     flood = {"data": {"count": 200, "size": 128 * 1024}, "count": 0}
     assert (await api("POST", "kernels", kernel.id, "comms", comm_id, body=flood)).status == 200
     async with asyncio.timeout(TIMEOUT):  # the server gave up on the stream, not on the comm
         while (status := await status_of(api, kernel))["drops"] == 0 or status["clients"]:
             await asyncio.sleep(0.05)
     assert status["drops"] == 1
-    sent = await api("POST", "kernels", kernel.id, "comms", comm_id, body={"data": {"count": 1, "size": 1}})
+    sent = await api(
+        "POST", "kernels", kernel.id, "comms", comm_id, body={"data": {"count": 1, "size": 1}}
+    )
     assert [r["i"] for r in sent.json["replies"]] == [0]
 
 
@@ -484,15 +500,27 @@ async def test_cookie_auth_needs_xsrf_token_auth_does_not(api, kernel):
     xsrf = uuid.uuid4().hex
     with_xsrf = {"Cookie": f"{login}; _xsrf={xsrf}", "X-XSRFToken": xsrf}
 
-    assert (await api("GET", "kernels", kernel.id, "comms", token=None, headers={"Cookie": login})).status == 200
-    refused = await api("POST", "kernels", kernel.id, "targets", "echo", token=None, headers={"Cookie": login})
+    assert (
+        await api("GET", "kernels", kernel.id, "comms", token=None, headers={"Cookie": login})
+    ).status == 200
+    refused = await api(
+        "POST", "kernels", kernel.id, "targets", "echo", token=None, headers={"Cookie": login}
+    )
     assert refused.status == 403
     assert "_xsrf" in refused.json["message"]
-    opened = await api("POST", "kernels", kernel.id, "targets", "echo", token=None, headers=with_xsrf)
+    opened = await api(
+        "POST", "kernels", kernel.id, "targets", "echo", token=None, headers=with_xsrf
+    )
     assert opened.status == 201
     comm_id = opened.json["comm_id"]
-    assert (await api("DELETE", "kernels", kernel.id, "comms", comm_id, token=None, headers={"Cookie": login})).status == 403
-    assert (await api("DELETE", "kernels", kernel.id, "comms", comm_id, token=None, headers=with_xsrf)).status == 204
+    assert (
+        await api(
+            "DELETE", "kernels", kernel.id, "comms", comm_id, token=None, headers={"Cookie": login}
+        )
+    ).status == 403
+    assert (
+        await api("DELETE", "kernels", kernel.id, "comms", comm_id, token=None, headers=with_xsrf)
+    ).status == 204
 
 
 # -- faults ----------------------------------------------------------------------------------
@@ -534,7 +562,9 @@ async def test_unknown_kernel_and_comm_are_404(api, kernel):
         ("DELETE", ("comms", "c"), None),
     ]:
         assert (await api(method, "kernels", nowhere, *path, body=body)).status == 404
-    assert (await api("POST", "kernels", kernel.id, "comms", "no-such-comm", body={"data": 1})).status == 404
+    assert (
+        await api("POST", "kernels", kernel.id, "comms", "no-such-comm", body={"data": 1})
+    ).status == 404
     assert (await api("DELETE", "kernels", kernel.id, "comms", "no-such-comm")).status == 404
 
 
@@ -544,7 +574,9 @@ async def test_body_over_limit_is_413(api, kernel):
     url = ("POST", "kernels", kernel.id, "comms", comm_id)
     assert (await api(*url, body={"data": "x" * 900})).json["replies"] == ["x" * 900]
     assert (await api(*url, body={"data": "x" * 2000})).status == 413
-    big_open = await api("POST", "kernels", kernel.id, "targets", "echo", body={"data": {"x": "y" * 2000}})
+    big_open = await api(
+        "POST", "kernels", kernel.id, "targets", "echo", body={"data": {"x": "y" * 2000}}
+    )
     assert big_open.status == 413
 
 
@@ -611,7 +643,11 @@ def test_parse_body_defaults_and_limits():
     }
     with pytest.raises(TooLarge):
         rest.parse_body(b'{"data": 12345}', rest.SEND_DEFAULTS, max_bytes=10)
-    for bad in (b'{"data": 1, "wait": NaN}', b'{"data": 1, "wait": Infinity}', b'{"data": 1, "count": -1}'):
+    for bad in (
+        b'{"data": 1, "wait": NaN}',
+        b'{"data": 1, "wait": Infinity}',
+        b'{"data": 1, "count": -1}',
+    ):
         with pytest.raises(BadRequest):
             rest.parse_body(bad, rest.SEND_DEFAULTS, max_bytes=100)
 
@@ -625,7 +661,9 @@ def test_sse_event_format():
 def test_every_operation_and_status_was_checked_against_the_spec(spec_seen, request):
     """Runs last in this module: the answers above covered every response the spec documents."""
     module_tests = {name for name in dir(request.module) if name.startswith("test_")}
-    selected = {item.originalname for item in request.session.items if item.module is request.module}
+    selected = {
+        item.originalname for item in request.session.items if item.module is request.module
+    }
     if module_tests - selected:
         pytest.skip("needs every test of the module")
     documented = {

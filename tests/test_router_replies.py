@@ -29,9 +29,13 @@ def widget_router(*attached: str) -> Router:
     return router
 
 
-def kernel_msg(router: Router, data: object, parent: str | None = None, to: list[str] | None = None):
+def kernel_msg(
+    router: Router, data: object, parent: str | None = None, to: list[str] | None = None
+):
     metadata = {"transports": {"to": to}} if to is not None else {}
-    return router.from_kernel(COMM_MSG, {"comm_id": COMM, "data": data}, metadata, (), COMM_MSG, parent)
+    return router.from_kernel(
+        COMM_MSG, {"comm_id": COMM, "data": data}, metadata, (), COMM_MSG, parent
+    )
 
 
 def recipients(actions) -> list[tuple[str, ...]]:
@@ -43,7 +47,9 @@ def test_post_without_attaching_carries_identity():
     rest = Client("rest", COMM, "alice")
     [action] = router.post(rest, {"x": 1})
     assert action == ToKernel(
-        COMM_MSG, {"comm_id": COMM, "data": {"x": 1}}, {"transports": {"client": "rest", "user": "alice"}}
+        COMM_MSG,
+        {"comm_id": COMM, "data": {"x": 1}},
+        {"transports": {"client": "rest", "user": "alice"}},
     )
     assert "rest" not in router.clients  # posting attaches nothing
 
@@ -92,7 +98,9 @@ def test_collector_that_leaves_is_forgotten():
 def test_comm_close_ends_collections_and_attachments():
     router = widget_router("socket")
     router.expect_replies(Client("rest", COMM, "u"), "msg-1", 3)
-    actions = router.from_kernel(COMM_CLOSE, {"comm_id": COMM, "data": {"bye": 1}}, {}, (), COMM_MSG, "msg-1")
+    actions = router.from_kernel(
+        COMM_CLOSE, {"comm_id": COMM, "data": {"bye": 1}}, {}, (), COMM_MSG, "msg-1"
+    )
     assert recipients(actions) == [("socket", "rest")]
     assert {a.client for a in actions if isinstance(a, Close)} == {"socket", "rest"}
     assert router.clients == {} and router.comms == {}

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from jupyter_transports.client import CommClient
 from jupyter_transports.rpc import (
     ConnectionLost,
     NoClient,
@@ -19,7 +20,6 @@ from jupyter_transports.rpc import (
     request,
     returned,
 )
-from jupyter_transports.client import CommClient
 from jupyter_transports.rpc_client import Channel
 
 from .conftest import TIMEOUT
@@ -71,9 +71,20 @@ def test_buffers_are_lifted_out_and_put_back():
 
 def test_request_and_reply_round_trip():
     data, buffers = request("call", 3, "f", [b"\x00\x01", 2])
-    assert data == {"rpc": "call", "id": 3, "name": "f", "args": [None, 2], "buffer_paths": [["args", 0]]}
+    assert data == {
+        "rpc": "call",
+        "id": 3,
+        "name": "f",
+        "args": [None, 2],
+        "buffer_paths": [["args", 0]],
+    }
     message = decode(data, buffers)
-    assert (message.kind, message.id, message.name, message.args) == ("call", 3, "f", [b"\x00\x01", 2])
+    assert (message.kind, message.id, message.name, message.args) == (
+        "call",
+        3,
+        "f",
+        [b"\x00\x01", 2],
+    )
     assert decode(*returned(3, {"r": b"!"})).result == {"r": b"!"}
 
 
@@ -84,7 +95,10 @@ def test_request_and_reply_round_trip():
         ({"rpc": "call", "id": 1, "args": []}, []),  # no name
         ({"rpc": "call", "id": True, "name": "f"}, []),
         ({"rpc": "echo", "id": 1, "args": "x"}, []),
-        ({"rpc": "pipe", "id": 1, "args": [None], "buffer_paths": [["args", 0]]}, []),  # buffer missing
+        (
+            {"rpc": "pipe", "id": 1, "args": [None], "buffer_paths": [["args", 0]]},
+            [],
+        ),  # buffer missing
         ({"rpc": "pipe", "id": 1, "args": [], "buffer_paths": [["args", 5, "x"]]}, [b"1"]),
     ],
 )
@@ -104,7 +118,8 @@ def channel(server_url, token, kernel, jp_asyncio_loop):
 
     async def inner(handler=None, **kwargs):
         ch = await asyncio.wait_for(
-            Channel.open(server_url, kernel.id, "calc", token=token, handler=handler, **kwargs), TIMEOUT
+            Channel.open(server_url, kernel.id, "calc", token=token, handler=handler, **kwargs),
+            TIMEOUT,
         )
         opened.append(ch)
         await ch.echo(timeout=TIMEOUT)  # the kernel has registered this client
@@ -178,8 +193,14 @@ async def test_kernel_calls_client_from_a_handler(channel):
     ch = await channel(handler=ClientHandler(), timeout=TIMEOUT)
     assert await ch.call("ask", "double", [21], 3, None) == {"result": 42}
     assert await ch.call("ask", "later", ["async"], 3, None) == {"result": "async"}
-    assert await ch.call("ask", "fail", [], 3, None) == {"raised": "RemoteError", "message": "KeyError: 'client side'"}
-    assert await ch.call("ask", "hang", [], 0.3, None) == {"raised": "TimeoutError", "message": "no answer to 'hang' within 0.3 s"}
+    assert await ch.call("ask", "fail", [], 3, None) == {
+        "raised": "RemoteError",
+        "message": "KeyError: 'client side'",
+    }
+    assert await ch.call("ask", "hang", [], 0.3, None) == {
+        "raised": "TimeoutError",
+        "message": "no answer to 'hang' within 0.3 s",
+    }
 
 
 async def test_kernel_awaits_client_in_a_cell(channel, kernel):
@@ -247,7 +268,9 @@ def test_kernel_side_imports_neither_jupyter_server_nor_tornado():
         "import sys, jupyter_transports.kernel_channel\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jupyter_server', 'tornado', 'zmq'}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=TIMEOUT
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -257,13 +280,19 @@ async def test_attaching_again_and_again_never_hangs(kernel, server_url, token):
     Regression: zmq.asyncio could lose the wakeup of a shell reply sent while the bridge was
     also sending, leaving the handshake waiting for ``kernel_timeout`` (about 1 round in 30).
     """
-    await kernel.execute("from comm import create_comm\nshared_comm = create_comm(target_name='t', data={})")
+    await kernel.execute(
+        "from comm import create_comm\nshared_comm = create_comm(target_name='t', data={})"
+    )
     comm_id = await kernel.evaluate("shared_comm.comm_id")
     await kernel.execute(KERNEL_CHANNEL)
     for _ in range(60):
-        ch = await asyncio.wait_for(Channel.open(server_url, kernel.id, "calc", token=token), TIMEOUT)
+        ch = await asyncio.wait_for(
+            Channel.open(server_url, kernel.id, "calc", token=token), TIMEOUT
+        )
         assert await ch.call("add", 1, 1, timeout=TIMEOUT) == 2
-        attached = await asyncio.wait_for(CommClient.attach(server_url, kernel.id, comm_id, token=token), 5)
+        attached = await asyncio.wait_for(
+            CommClient.attach(server_url, kernel.id, comm_id, token=token), 5
+        )
         await asyncio.wait_for(attached.close(), TIMEOUT)
         await asyncio.wait_for(ch.close(), TIMEOUT)
 
