@@ -123,12 +123,9 @@ class KernelBridge:
             return None
         return subshell_id
 
-    def _subshell_for(self, comm_id: str | None) -> str | None:
-        """The subshell that serves this comm: the bridge's, if its target opted in."""
-        comm = self.router.comms.get(comm_id)  # type: ignore[arg-type]
-        if comm is None or comm.target_name not in self.subshell_targets:
-            return None
-        return self.subshell_id
+    def _subshell_for(self, target_name: str) -> str | None:
+        """The subshell that serves comms to this target: the bridge's, if the target opted in."""
+        return self.subshell_id if target_name in self.subshell_targets else None
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -288,13 +285,15 @@ class KernelBridge:
                 self.stats.messages_from_kernel += 1
                 self.stats.bytes_from_kernel += action.frame.size
                 for client_id in action.clients:
-                    self.sinks[client_id].deliver(action.frame)
+                    sink = self.sinks.get(client_id)
+                    if sink is not None:  # a sink may close others on its way out
+                        sink.deliver(action.frame)
             elif isinstance(action, Close):
                 sink = self.sinks.pop(action.client, None)
                 if sink is not None:
                     sink.close(action.code, action.reason)
             elif isinstance(action, ToKernel):
-                subshell_id = self._subshell_for(action.content.get("comm_id"))
+                subshell_id = self._subshell_for(action.target_name)
                 sent.append(
                     self.channels.send(
                         action.msg_type,
@@ -381,6 +380,7 @@ class BridgeManager:
         self.bridges: dict[str, KernelBridge] = {}
         self.stats: dict[str, KernelStats] = {}
         self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
+        self.event_logger = event_logger
         if event_logger is not None:
             event_logger.add_listener(
                 schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
@@ -392,7 +392,7 @@ class BridgeManager:
     async def acquire(self, kernel_id: str) -> KernelBridge:
         """The kernel's bridge, started if need be; hold it until :meth:`release`."""
         bridge = self.bridges.get(kernel_id)
-        if bridge is None:
+        if bridge is None or bridge.closed:
             starting = self._starting.get(kernel_id)
             if starting is None:
                 starting = self._starting[kernel_id] = asyncio.create_task(self._start(kernel_id))
@@ -441,6 +441,8 @@ class BridgeManager:
         except BaseException:
             channels.stop()
             raise
+        if bridge.closed:  # the kernel went away while the bridge started
+            raise KernelFault(f"kernel {kernel_id} went away while the bridge started")
         self.bridges[kernel_id] = bridge
         self._watch(kernel_id, bridge, add=True)
         self.log.debug("Bridge to kernel %s started", kernel_id)
@@ -505,3 +507,7 @@ class BridgeManager:
             bridge.server_stopping()
         for task in self._starting.values():
             task.cancel()
+        if self.event_logger is not None:
+            self.event_logger.remove_listener(
+                schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
+            )

@@ -140,20 +140,32 @@ def decode_frame(frame: Frame, mode: FrameMode, *, copy: bool = True) -> tuple[A
     if isinstance(frame, str):
         if mode is FrameMode.TEXT:
             return frame, []
-        return _loads(frame), []
+        return loads(frame), []
     head, buffers = unpack_binary(frame, copy=copy)
     try:
         text = str(head, "utf-8")
     except UnicodeDecodeError as e:
         raise BadFrame("part 0 of a binary frame is not UTF-8") from e
-    return _loads(text), buffers
+    return loads(text), buffers
 
 
-def _loads(text: str) -> Any:
+def loads(text: str | bytes) -> Any:
+    """JSON from a client; :class:`BadFrame` unless it is JSON a kernel can be sent.
+
+    JSON may spell a lone UTF-16 surrogate (``"\\ud800"``) that no UTF-8 encoder takes; it
+    would fail only when the message is sent on to the kernel, so it is refused here.
+    """
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except ValueError as e:
-        raise BadFrame(f"frame is not JSON: {e}") from e
+        raise BadFrame(f"not JSON: {e}") from e
+    escapes = b"\\u" if isinstance(text, bytes) else "\\u"
+    if escapes in text:  # type: ignore[operator]
+        try:
+            dumps(data).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadFrame("JSON holds a lone surrogate, which is not text") from None
+    return data
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -21,18 +20,17 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_escape, url_path_join
 from tornado import httputil, web
-from tornado.iostream import StreamBufferFullError
+from tornado.iostream import IOStream, StreamBufferFullError
 
 from . import rest, sse
 from .bridge import KernelBridge
-from .errors import CloseCode, CommNotFound, TransportsError
+from .errors import CloseCode, CommNotFound
 from .framing import OutgoingFrame, dumps
 from .router import Client
 from .websocket import (
     AUTH_RESOURCE,
     EXECUTE,
     READ,
-    TOKEN_PARAM,
     AttachHandler,
     NewCommHandler,
     TransportsHandlerMixin,
@@ -57,24 +55,17 @@ class TransportsAPIHandler(TransportsHandlerMixin, APIHandler):
     async def bridge(self, kernel_id: str) -> AsyncIterator[KernelBridge]:
         """Hold the kernel's bridge for one call; 404 for an unknown kernel."""
         self.check_kernel(kernel_id)
-        try:
+        with self.http_errors():
             async with self.bridges.using(kernel_id) as bridge:
                 yield bridge
-        except TransportsError as e:
-            raise web.HTTPError(e.status, str(e)) from e
 
     def body(self, defaults: dict[str, Any]) -> dict[str, Any]:
-        try:
+        with self.http_errors():
             return rest.parse_body(
                 self.request.body,
                 defaults,
                 max_bytes=self.extensionapp.max_message_bytes,  # type: ignore[attr-defined]
             )
-        except TransportsError as e:
-            raise web.HTTPError(e.status, str(e)) from e
-
-    def new_client(self, comm_id: str) -> Client:
-        return Client(uuid.uuid4().hex, comm_id, self.current_user.username)
 
     def new_collector(self) -> rest.ReplyCollector:
         """Where this call's replies go; it stops waiting if the HTTP client goes away."""
@@ -109,22 +100,15 @@ class NewCommAPIHandler(TransportsAPIHandler):
     async def post(self, kernel_id: str, target_name: str) -> None:
         self.check_target(target_name)
         body = self.body(rest.OPEN_DEFAULTS)
-        if not isinstance(body[rest.DATA], dict):
-            raise web.HTTPError(400, "'data' of a new comm must be a JSON object")
-        client = self.new_client(uuid.uuid4().hex)
-        query = {
-            name: values[-1].decode("utf-8", "replace")
-            for name, values in self.request.query_arguments.items()
-            if name != TOKEN_PARAM
-        }
+        client = self.new_client()
         async with self.bridge(kernel_id) as bridge:
             replies = await rest.open_comm(
                 bridge,
                 client,
                 self.new_collector(),
                 target_name,
-                body[rest.DATA],
-                query,
+                self.check_open_data(body[rest.DATA]),
+                self.comm_open_query(),
                 body[rest.WAIT],
             )
         location = url_path_join(
@@ -177,15 +161,15 @@ class EventsHandler(TransportsAPIHandler):
     @authorized(READ, resource=AUTH_RESOURCE)
     async def get(self, kernel_id: str, comm_id: str) -> None:
         self.ended = asyncio.Event()
-        self.client = Client(uuid.uuid4().hex, comm_id, self.current_user.username, can_send=False)
+        self.client = self.new_client(comm_id, can_send=False)
         async with self.bridge(kernel_id) as bridge:
             if not await bridge.has_comm(comm_id):
                 raise CommNotFound(f"no comm {comm_id} in this kernel")
             self.set_header("Content-Type", sse.CONTENT_TYPE)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold events back
-            stream = self.request.connection.stream  # type: ignore[union-attr]
-            stream.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
+            stream = self.stream
+            unbounded = stream.max_write_buffer_size
             bridge.attach(self.client, self)
             self.bridge_in_use = bridge
             try:
@@ -194,6 +178,7 @@ class EventsHandler(TransportsAPIHandler):
             finally:
                 self.bridge_in_use = None
                 bridge.leave(self.client.id)
+                stream.max_write_buffer_size = unbounded  # the connection may serve more requests
         if not stream.closed():
             self.finish(set_content_type=sse.CONTENT_TYPE)
 
@@ -206,10 +191,20 @@ class EventsHandler(TransportsAPIHandler):
             except asyncio.TimeoutError:
                 self.send(sse.KEEPALIVE)
 
+    @property
+    def stream(self) -> IOStream:
+        """The HTTP connection's stream; its write buffer limit bounds a slow client."""
+        return self.request.connection.stream  # type: ignore[union-attr,no-any-return]
+
     def send(self, chunk: bytes) -> None:
-        """Write now, without waiting: a client too far behind is dropped, as a socket would be."""
+        """Write now, without waiting: a client too far behind is dropped, as a socket would be.
+
+        As for sockets, what is bounded is the data still unsent before this chunk.
+        """
         if self.ended.is_set():
             return
+        limit = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
+        self.stream.max_write_buffer_size = limit + len(chunk)
         self.write(chunk)
         try:
             self.flush()
@@ -217,7 +212,7 @@ class EventsHandler(TransportsAPIHandler):
             self.log.warning("Event stream %s fell too far behind; closing it", self.client.id)
             if self.bridge_in_use is not None:
                 self.bridge_in_use.count_drop()
-            self.request.connection.stream.close()  # type: ignore[union-attr]
+            self.stream.close()
             self.ended.set()
 
     def on_connection_close(self) -> None:

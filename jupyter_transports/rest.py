@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .bridge import KernelBridge
-from .errors import BadRequest, CloseCode, CommNotFound, KernelTimeout, TooLarge
-from .framing import OutgoingFrame
+from .errors import BadFrame, BadRequest, CloseCode, CommNotFound, KernelTimeout, TooLarge
+from .framing import OutgoingFrame, loads
 from .router import Client
 
 DATA = "data"
@@ -77,9 +76,9 @@ def parse_body(body: bytes, defaults: dict[str, Any], *, max_bytes: int) -> dict
     if len(body) > max_bytes:
         raise TooLarge(f"body of {len(body)} bytes is over the limit of {max_bytes}")
     try:
-        parsed = json.loads(body) if body.strip() else {}
-    except ValueError as e:
-        raise BadRequest(f"body is not JSON: {e}") from None
+        parsed = loads(body) if body.strip() else {}
+    except BadFrame as e:
+        raise BadRequest(f"body is {e}") from None
     if not isinstance(parsed, dict):
         raise BadRequest("body must be a JSON object")
     unknown = set(parsed) - {DATA, *defaults}

@@ -77,12 +77,13 @@ class Close:
 
 @dataclass(frozen=True)
 class ToKernel:
-    """Send a comm message to the kernel's shell channel."""
+    """Send a comm message to the kernel's shell channel (``target_name``: its comm's target)."""
 
     msg_type: str
     content: dict[str, Any]
     metadata: dict[str, Any]
     buffers: Buffers = ()
+    target_name: str = ""
 
 
 Action = Deliver | Close | ToKernel
@@ -136,7 +137,7 @@ class Router:
         metadata = _metadata(client)
         metadata[METADATA_KEY][QUERY_KEY] = dict(query)
         content = {"comm_id": comm.id, "target_name": target_name, "data": data}
-        return [ToKernel(COMM_OPEN, content, metadata)]
+        return [ToKernel(COMM_OPEN, content, metadata, target_name=target_name)]
 
     def attach(self, client: Client) -> None:
         """``client`` starts receiving the messages of an existing comm."""
@@ -150,19 +151,20 @@ class Router:
         client = self.clients.get(client_id)
         if client is None:
             return []  # already closed: its last frames are dropped with its socket
-        if not client.can_send:
-            raise ReadOnly("this client may only receive")
-        content = {"comm_id": client.comm_id, "data": data}
-        return [ToKernel(COMM_MSG, content, _metadata(client), buffers)]
+        return self._message(client, data, buffers)
 
     def post(self, client: Client, data: Any, buffers: Buffers = ()) -> list[Action]:
         """One message from a client that is not attached to the comm (a REST call)."""
         if client.comm_id not in self.comms:
             raise CommNotFound(f"no comm {client.comm_id}")
+        return self._message(client, data, buffers)
+
+    def _message(self, client: Client, data: Any, buffers: Buffers) -> list[Action]:
         if not client.can_send:
             raise ReadOnly("this client may only receive")
-        content = {"comm_id": client.comm_id, "data": data}
-        return [ToKernel(COMM_MSG, content, _metadata(client), buffers)]
+        comm = self.comms[client.comm_id]
+        content = {"comm_id": comm.id, "data": data}
+        return [ToKernel(COMM_MSG, content, _metadata(client), buffers, comm.target_name)]
 
     def expect_replies(self, client: Client, parent_msg_id: str, count: int) -> None:
         """``client`` collects at most ``count`` (> 0) replies to the message ``parent_msg_id``."""
@@ -184,19 +186,14 @@ class Router:
         if comm.owner != client_id:
             return []
         del self.comms[comm.id]
-        content = {"comm_id": comm.id, "data": {}}
-        return [
-            ToKernel(COMM_CLOSE, content, _metadata(client)),
-            *self._close_all(comm, CLOSED_BY_OWNER),
-        ]
+        return [_closing(comm, _metadata(client)), *self._close_all(comm, CLOSED_BY_OWNER)]
 
     def close_comm(self, comm_id: str, reason: str = CLOSED_BY_REQUEST) -> list[Action]:
         """Close a comm on behalf of the server (not of one client)."""
         comm = self.comms.pop(comm_id, None)
         if comm is None:
             raise CommNotFound(f"no comm {comm_id}")
-        content = {"comm_id": comm_id, "data": {}}
-        return [ToKernel(COMM_CLOSE, content, {}), *self._close_all(comm, reason)]
+        return [_closing(comm), *self._close_all(comm, reason)]
 
     def subscribers(self, comm_id: str) -> int:
         """How many clients are attached to a comm (0 for a comm the router does not know)."""
@@ -254,9 +251,7 @@ class Router:
     def server_stopping(self, reason: str) -> list[Action]:
         """The server stops: close the comms clients opened in the kernel, then every client."""
         actions: list[Action] = [
-            ToKernel(COMM_CLOSE, {"comm_id": comm.id, "data": {}}, {})
-            for comm in self.comms.values()
-            if comm.owner is not None
+            _closing(comm) for comm in self.comms.values() if comm.owner is not None
         ]
         return actions + self.kernel_gone(CloseCode.GOING_AWAY, reason)
 
@@ -291,6 +286,12 @@ class Router:
         for client_id in ended:
             del self.clients[client_id]
         return [Close(client_id, code, reason) for client_id in ended]
+
+
+def _closing(comm: Comm, metadata: dict[str, Any] | None = None) -> ToKernel:
+    """The comm_close that ends ``comm`` in the kernel."""
+    content = {"comm_id": comm.id, "data": {}}
+    return ToKernel(COMM_CLOSE, content, metadata or {}, target_name=comm.target_name)
 
 
 def _metadata(client: Client) -> dict[str, Any]:

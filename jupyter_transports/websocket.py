@@ -6,9 +6,9 @@ WebSocket event is one call into the kernel's bridge. The socket is the bridge's
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -22,8 +22,8 @@ from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .bridge import BridgeManager, KernelBridge
-from .errors import CloseCode, CommNotFound, TransportsError
-from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
+from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
+from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
 from .router import Client
 
 AUTH_RESOURCE = "kernels"
@@ -51,6 +51,34 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
         allowed = self.extensionapp.allowed_targets  # type: ignore[attr-defined]
         if allowed is not None and target_name not in allowed:
             raise web.HTTPError(403, f"comm target {target_name!r} is not allowed")
+
+    @staticmethod
+    def check_open_data(data: Any) -> Any:
+        """The data of a new comm's comm_open must be a JSON object."""
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the data of a new comm must be a JSON object")
+        return data
+
+    def comm_open_query(self) -> dict[str, str]:
+        """The query parameters the kernel sees in the comm_open: all but the token, last wins."""
+        return {
+            name: values[-1].decode("utf-8", "replace")
+            for name, values in self.request.query_arguments.items()  # type: ignore[attr-defined]
+            if name != TOKEN_PARAM
+        }
+
+    def new_client(self, comm_id: str | None = None, *, can_send: bool = True) -> Client:
+        """A client of ``comm_id`` (of a new comm if None) for the current user."""
+        user = self.current_user.username  # type: ignore[attr-defined]
+        return Client(uuid.uuid4().hex, comm_id or uuid.uuid4().hex, user, can_send)
+
+    @contextmanager
+    def http_errors(self) -> Iterator[None]:
+        """Before a response starts, every fault of the package answers with its status."""
+        try:
+            yield
+        except TransportsError as e:
+            raise web.HTTPError(e.status, str(e)) from e
 
 
 class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -81,9 +109,6 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         except ValueError:
             raise web.HTTPError(400, f"frames must be 'json' or 'text', not {frames!r}") from None
 
-    def new_client(self, comm_id: str, *, can_send: bool) -> Client:
-        return Client(uuid.uuid4().hex, comm_id, self.current_user.username, can_send)
-
     async def upgrade(
         self,
         kernel_id: str,
@@ -92,12 +117,11 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     ) -> None:
         """Hold the kernel's bridge for the socket's lifetime, ``check``, accept the WebSocket."""
         try:
-            self.bridge = await self.bridges.acquire(kernel_id)
-            if check is not None:
-                await check(self.bridge)
-            await WebSocketHandler.get(self, kernel_id, *args)
-        except TransportsError as e:
-            raise web.HTTPError(e.status, str(e)) from e
+            with self.http_errors():
+                self.bridge = await self.bridges.acquire(kernel_id)
+                if check is not None:
+                    await check(self.bridge)
+                await WebSocketHandler.get(self, kernel_id, *args)
         finally:
             if self.ws_connection is None:  # no upgrade: no on_close will follow
                 self.release()
@@ -109,12 +133,11 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         # (write_message copies the payload and starts a task per call).
         self.raw_frames = self.get_compression_options() is None
         self.set_nodelay(True)
-        self.stream_of_socket.max_write_buffer_size = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
 
     @property
     def stream_of_socket(self) -> IOStream:
-        """The upgraded connection's stream: its write buffer limit is the backpressure bound."""
+        """The upgraded connection's stream; its write buffer limit bounds a slow client."""
         return self.ws_connection.stream  # type: ignore[union-attr,return-value]
 
     def on_message(self, message: str | bytes) -> None:
@@ -154,7 +177,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             self._write_wire([wire])
             return
         message = frame.for_mode(self.mode)
-        self._write(lambda: self.write_message(message, binary=isinstance(message, bytes)))
+        binary = isinstance(message, bytes)
+        self._write(lambda: self.write_message(message, binary=binary), len(message))
 
     def _flush(self) -> None:
         frames, self._unsent = self._unsent or [], None
@@ -167,24 +191,36 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if len(frames) > 1 and sum(map(len, frames)) <= COALESCE_BYTES:
             frames = [b"".join(frames)]
         for data in frames:
-            if not self._write(lambda data=data: stream.write(data)):
+            if not self._write(lambda data=data: stream.write(data), len(data)):
                 return
 
-    def _write(self, write: Callable[[], object]) -> bool:
-        """Call ``write``; False if the socket is closed or closing as a result."""
+    def _write(self, write: Callable[[], object], size: int) -> bool:
+        """Call ``write`` (of ``size`` bytes); False if the socket is closed or closing after it.
+
+        The stream refuses a write that would leave more than its limit unsent; with the limit
+        at ``client_buffer_bytes`` plus this write, what it bounds is the data still unsent
+        *before* this write, so a kernel message larger than the buffer still goes out.
+        """
+        self.stream_of_socket.max_write_buffer_size = self.extensionapp.client_buffer_bytes + size  # type: ignore[attr-defined]
         try:
             write()
             return True
         except StreamBufferFullError:
-            self.log.warning("Client %s fell too far behind; closing it", self.client.id)
-            self.stream_of_socket.max_write_buffer_size = None  # room for the close frame
-            if self.bridge is not None:
-                self.bridge.count_drop()
-            self.release()
-            self.close(CloseCode.TOO_SLOW, "client fell too far behind")
+            self.drop_slow_client()
         except (WebSocketClosedError, StreamClosedError):
             pass  # on_close follows and says goodbye to the bridge
         return False
+
+    def drop_slow_client(self) -> None:
+        """Close with 1013 and let go of what was queued; the bridge forgets the client next."""
+        self.log.warning("Client %s fell too far behind; closing it", self.client.id)
+        self._unsent = None
+        self.stream_of_socket.max_write_buffer_size = None  # room for the close frame
+        if self.bridge is not None:
+            self.bridge.count_drop()
+        # Not from inside the bridge's delivery loop, which called us: on the next turn.
+        IOLoop.current().add_callback(self.release)
+        self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         self._flush()  # what the bridge delivered before closing goes out before the close frame
@@ -203,12 +239,8 @@ class NewCommHandler(CommSocketHandler):
         self.check_target(target_name)
         self.target_name = target_name
         self.data = self.parse_data()
-        self.query = {
-            name: values[-1].decode("utf-8", "replace")
-            for name, values in self.request.query_arguments.items()
-            if name != TOKEN_PARAM
-        }
-        self.client = self.new_client(uuid.uuid4().hex, can_send=True)
+        self.query = self.comm_open_query()
+        self.client = self.new_client()
         await self.upgrade(kernel_id, target_name)
 
     def parse_data(self) -> Any:
@@ -216,12 +248,9 @@ class NewCommHandler(CommSocketHandler):
         if text is None:
             return {}
         try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise web.HTTPError(400, f"data is not JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "data must be a JSON object")
-        return data
+            return self.check_open_data(loads(text))
+        except BadFrame as e:
+            raise web.HTTPError(400, f"data is {e}") from None
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)

@@ -60,6 +60,7 @@ def test_one_encoding_for_all_recipients():
         struct.pack("!2I", 1, 99) + b"{}",  # offset past the end
         struct.pack("!2I", 1, 8) + b"\xff",  # part 0 not UTF-8
         struct.pack("!2I", 1, 8) + b"{oops",  # part 0 not JSON
+        '{"a": "\\ud800"}',  # a lone surrogate: JSON, but no text a kernel can take
     ],
 )
 def test_undecodable_frames_are_client_faults(frame):

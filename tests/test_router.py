@@ -33,6 +33,7 @@ def test_open_sends_comm_open_with_identity_and_query():
         COMM_OPEN,
         {"comm_id": "c1", "target_name": "echo", "data": {"x": 1}},
         {"transports": {"client": "a", "user": "user-a", "query": {"color": "blue"}}},
+        target_name="echo",
     )
 
 
@@ -82,6 +83,7 @@ def test_client_messages_carry_identity_and_read_only_is_refused():
         {"comm_id": "c1", "data": {"hi": 1}},
         {"transports": {"client": "a", "user": "user-a"}},
         [b"buf"],
+        target_name="w",
     )
     with pytest.raises(ReadOnly):
         router.send("r", "no")

@@ -50,6 +50,7 @@ def test_post_without_attaching_carries_identity():
         COMM_MSG,
         {"comm_id": COMM, "data": {"x": 1}},
         {"transports": {"client": "rest", "user": "alice"}},
+        target_name="w",
     )
     assert "rest" not in router.clients  # posting attaches nothing
 
@@ -110,7 +111,7 @@ def test_delete_closes_collectors_too():
     router = widget_router("socket")
     router.expect_replies(Client("rest", COMM, "u"), "msg-1", 1)
     actions = router.close_comm(COMM)
-    assert actions[0] == ToKernel(COMM_CLOSE, {"comm_id": COMM, "data": {}}, {})
+    assert actions[0] == ToKernel(COMM_CLOSE, {"comm_id": COMM, "data": {}}, {}, target_name="w")
     assert {a.client for a in actions[1:]} == {"socket", "rest"}
 
 
