@@ -16,7 +16,7 @@ STATIC_DIR = Path(__file__).parent / "static"  # served at {base_url}static/jupy
 
 
 class TransportsExtension(ExtensionApp):
-    """Bridges browser WebSockets to kernel comms, routed in the server."""
+    """Bridges WebSockets, REST and Server-Sent Events to kernel comms, routed in the server."""
 
     name = "jupyter_transports"
 

@@ -19,7 +19,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from .errors import CloseCode
-from .framing import Buffers, FrameMode, decode_frame, dumps, pack_binary
+from .framing import Buffers, FrameMode, OutgoingFrame, decode_frame
 
 API_PATH = "api/transports/kernels"
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024  # accept anything up to 1 GiB from the server
@@ -125,13 +125,7 @@ class CommClient:
 
     async def send(self, data: Any, buffers: Buffers = ()) -> None:
         """Send one comm message."""
-        if buffers:
-            frame: str | bytes = pack_binary(dumps(data).encode(), buffers)
-        elif self.mode is FrameMode.TEXT and isinstance(data, str):
-            frame = data
-        else:
-            frame = dumps(data)
-        await self.send_frame(frame)
+        await self.send_frame(OutgoingFrame(data, buffers).for_mode(self.mode))
 
     async def send_frame(self, frame: str | bytes) -> None:
         """Send a raw frame."""

@@ -4,7 +4,7 @@ The REST endpoints share their paths with the WebSocket ones: a GET with ``Upgra
 is a socket, any other request is REST. Tornado routes a URL to one class, so a
 :class:`SharedPath` only picks the handler that serves the request: the socket handler of
 :mod:`.websocket`, or a REST handler here. Each REST method is a few checks and one call into
-:mod:`.rest`; every fault of the package maps to its status in :meth:`TransportsAPIHandler.bridge`.
+:mod:`.rest`; every fault of the package maps to its status in one place (``http_errors``).
 """
 
 from __future__ import annotations
@@ -249,6 +249,11 @@ class SpecHandler(web.StaticFileHandler, JupyterHandler):
     @authorized(READ, resource=SPEC_RESOURCE)
     def get(self) -> Any:  # type: ignore[override]
         return web.StaticFileHandler.get(self, SPEC_FILE)
+
+    @web.authenticated
+    @authorized(READ, resource=SPEC_RESOURCE)
+    def head(self) -> Any:  # type: ignore[override]
+        return web.StaticFileHandler.head(self, SPEC_FILE)
 
     def get_content_type(self) -> str:
         return "text/x-yaml"

@@ -1,8 +1,9 @@
 """The kernel side of the bridge: one jupyter_client kernel client, seen through a small protocol.
 
-Only what jupyter_server's gateway kernel client offers too is used (channels with ``get_msg`` and
-``send``, and the client's ``session`` to build messages), so kernels behind a gateway work the
-same way as local ones.
+The bridge relies only on what jupyter_server's gateway kernel client offers too (channels with
+``get_msg`` and ``send``, the client's ``session``), so kernels behind a gateway work the same
+way as local ones. For local kernels, iopub is read straight from its ZMQ socket (the fast path:
+unwanted messages are dropped after their header), and control serves kernel subshells.
 """
 
 from __future__ import annotations

@@ -23,6 +23,3 @@ class KernelStats:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-COUNTERS = tuple(KernelStats.__dataclass_fields__)
