@@ -413,6 +413,9 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         "into its server for that column); all talk to the same echo comm target of the same "
         "kernel. Fan-out: a comm opened by the kernel, N sockets attached, one burst sent once by "
         "the kernel; CPU is the server's and the kernel's process time over the burst. "
+        "RPC: `rpc_client.Channel` calling a kernel `Channel`'s `add(a, b)` with N calls in flight, "
+        "batched (the default) and with `batch=False` on both ends (one comm message per call and "
+        "per answer). "
         "Full figures in `benchmarks/results.json`.\n\n"
         f"{text}\n"
     )
