@@ -35,6 +35,7 @@ import asyncio
 import contextvars
 import inspect
 import itertools
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ MAX_BATCH_BYTES = 1024 * 1024  # of buffers; a batch that reaches this is sent a
 Send = Callable[[dict[str, Any], list[bytes]], "Awaitable[None] | None"]
 Encoded = tuple[dict[str, Any], list[bytes]]
 OnError = Callable[[BaseException], None]
+Queued = tuple[dict[str, Any], list[bytes], OnError]  # a message waiting for its turn to end
 BINARY_TYPES = (bytes, bytearray, memoryview)
 
 
@@ -267,11 +269,15 @@ async def join_async_stream(stream: Any) -> bytes:
 class Outbox:
     """The RPC messages one end produces during a turn of its event loop, sent as one message.
 
-    The first message of a turn schedules :meth:`flush` with ``loop.call_soon``, so a lone call
-    leaves at the end of the turn that made it: batching adds no timer and no wait. A batch that
+    The first message of a turn schedules a flush with ``loop.call_soon``, so a lone call leaves
+    at the end of the turn that made it: batching adds no timer and no wait. A batch that
     reaches ``max_messages`` messages or ``max_bytes`` of buffers leaves at once. With ``batch``
     false every message leaves on its own, as before batches existed. ``on_error`` of a message
     learns that it could not be sent; an unencodable message fails alone, not its whole batch.
+
+    In a kernel, a cell (main thread) and a handler served by a subshell (another thread, its
+    own loop) may share a channel: the queue is locked, and every loop that queues a message
+    flushes at the end of its own turn, so a busy main loop never holds a subshell's answers.
     """
 
     def __init__(
@@ -286,9 +292,10 @@ class Outbox:
         self.batch = batch
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._queue: list[tuple[dict[str, Any], list[bytes], OnError]] = []
+        self._lock = threading.Lock()
+        self._queue: list[Queued] = []
         self._bytes = 0
-        self._scheduled = False
+        self._flushing_on: set[asyncio.AbstractEventLoop] = set()  # loops with a flush due
 
     def post(self, data: dict[str, Any], buffers: list[bytes], on_error: OnError) -> None:
         """Send one encoded message at the end of this turn (or now, if unbatched or full)."""
@@ -296,33 +303,43 @@ class Outbox:
         if not self.batch:
             self._deliver([item])
             return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop whose turn could end: send now
+            loop = None
         size = sum(len(buffer) for buffer in buffers)
-        if self._queue and self._bytes + size > self.max_bytes:
-            self.flush()
-        self._queue.append(item)
-        self._bytes += size
-        if len(self._queue) >= self.max_messages or self._bytes >= self.max_bytes:
-            self.flush()
-        elif not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop to end the turn: send now
-                self.flush()
-                return
-            self._scheduled = True
-            loop.call_soon(self._end_of_turn)
+        ready: list[list[Queued]] = []  # batches to send now
+        with self._lock:
+            if self._queue and self._bytes + size > self.max_bytes:
+                ready.append(self._take())
+            self._queue.append(item)
+            self._bytes += size
+            full_now = len(self._queue) >= self.max_messages or self._bytes >= self.max_bytes
+            if loop is None or full_now:
+                ready.append(self._take())
+            elif loop not in self._flushing_on:
+                self._flushing_on.add(loop)
+                loop.call_soon(self._end_of_turn, loop)
+        for items in ready:
+            self._deliver(items)
 
     def flush(self) -> None:
         """Send what is queued now, as one comm message."""
-        queued, self._queue, self._bytes = self._queue, [], 0
+        with self._lock:
+            queued = self._take()
         if queued:
             self._deliver(queued)
 
-    def _end_of_turn(self) -> None:
-        self._scheduled = False
+    def _take(self) -> list[Queued]:
+        queued, self._queue, self._bytes = self._queue, [], 0
+        return queued
+
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._flushing_on.discard(loop)
         self.flush()
 
-    def _deliver(self, items: list[tuple[dict[str, Any], list[bytes], OnError]]) -> None:
+    def _deliver(self, items: list[Queued]) -> None:
         data, buffers = pack_batch([(data, buffers) for data, buffers, _ in items])
         try:
             sent = self._send(data, buffers)
@@ -333,13 +350,11 @@ class Outbox:
             task = asyncio.ensure_future(sent)
             task.add_done_callback(lambda t: t.cancelled() or self._sent(items, t.exception()))
 
-    def _sent(self, items: list[tuple[dict[str, Any], list[bytes], OnError]], error: Any) -> None:
+    def _sent(self, items: list[Queued], error: BaseException | None) -> None:
         if error is not None:
             self._failed(items, error)
 
-    def _failed(
-        self, items: list[tuple[dict[str, Any], list[bytes], OnError]], error: BaseException
-    ) -> None:
+    def _failed(self, items: list[Queued], error: BaseException) -> None:
         if len(items) > 1 and isinstance(error, (TypeError, ValueError)):
             for item in items:  # one message is not JSON-able: find it, send the others
                 self._deliver([item])
@@ -409,10 +424,6 @@ class Endpoint:
             return
         for message_data, message_buffers in messages:
             self._receive_one(message_data, message_buffers)
-
-    def flush(self) -> None:
-        """Send the queued messages now rather than at the end of this turn."""
-        self._outbox.flush()
 
     def close(self, error: BaseException) -> None:
         """The conversation ended: fail every pending call with ``error``."""

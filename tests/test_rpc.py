@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -204,6 +205,30 @@ async def test_outbox_unbatched_sends_each_message_at_once():
     for i in range(3):
         outbox.post(*request("call", i, "f", []), print)
     assert [d["id"] for d, _ in wire.sent] == [0, 1, 2]
+
+
+def test_outbox_outside_a_loop_sends_at_once():
+    wire = Wire()
+    Outbox(wire).post(*request("call", 1, "f", []), print)
+    assert [d["id"] for d, _ in wire.sent] == [1]
+
+
+async def test_a_loop_in_another_thread_flushes_its_own_turn():
+    """A subshell's handler (another thread, another loop) is not held by a busy main loop."""
+    wire = Wire()
+    outbox = Outbox(wire)
+    outbox.post(*request("call", 1, "f", []), print)  # due at the end of this loop's turn
+
+    async def in_the_subshell():
+        outbox.post(*request("call", 2, "f", []), print)
+        await asyncio.sleep(0)
+
+    thread = threading.Thread(target=asyncio.run, args=(in_the_subshell(),))
+    thread.start()
+    thread.join()  # this loop is blocked meanwhile, as a main shell running a cell is
+    assert [[d["id"] for d in data["messages"]] for data, _ in wire.sent] == [[1, 2]]
+    await asyncio.sleep(0)
+    assert len(wire.sent) == 1  # nothing left for this loop's flush
 
 
 async def test_an_unsendable_message_fails_alone():
