@@ -425,7 +425,8 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         readme = readme.rstrip("\n") + "\n\n" + section
     else:
         after = readme.find("\n## ", start + len(README_SECTION))
-        readme = readme[:start] + section + ("" if after < 0 else readme[after:].lstrip("\n"))
+        rest = "" if after < 0 else "\n" + readme[after:].lstrip("\n")  # a blank line before it
+        readme = readme[:start] + section + rest
     README.write_text(readme)
 
 
