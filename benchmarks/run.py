@@ -9,7 +9,9 @@ interleaved rounds so that the machine's noise hits every path alike:
 * fan-out: one kernel comm, N attached sockets: nothing lost, kernel CPU per message, server CPU
   per delivery, server RSS per idle socket;
 * a busy kernel: a bridge round trip while a cell runs ``time.sleep``, on a target served by a
-  kernel subshell and on one served by the main shell.
+  kernel subshell and on one served by the main shell;
+* RPC: small calls/s from ``rpc_client.Channel`` through the server to a kernel-side ``Channel``
+  with ``RPC_IN_FLIGHT`` calls in flight, batched (the default) and one comm message per call.
 
 Absolute numbers on a shared machine mean little: read the ratios. Results go to stdout as a
 table and to ``benchmarks/results.json``; ``--readme`` also puts the table in README.md.
@@ -30,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_transports.client import CommClient, Refused
+from jupyter_transports.rpc_client import Channel
 
 from .paths import BridgePath, ChannelsPath, DirectPath, EchoPath
-from .server import ECHO, ECHO_SUBSHELL, Server
+from .server import ECHO, ECHO_SUBSHELL, RPC_TARGET, RPC_TARGET_SINGLE, Server
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.json"
@@ -57,6 +60,11 @@ BUSY_SLEEP = 5.0  # seconds the busy cell sleeps
 BUSY_SETTLE = 0.5  # seconds between starting the cell and measuring
 BUSY_ROUND_TRIPS = 10
 QUIET = 10.0  # seconds without a fan-out message after which the rest count as lost
+RPC_ROUNDS = 3  # figures are medians over rounds
+RPC_IN_FLIGHT = (64, 1000)  # calls pending at any time
+RPC_CALLS = 10_000  # batched calls per round and in-flight count
+RPC_CALLS_SINGLE = 1_000  # unbatched calls per round (each costs the kernel a comm message)
+RPC_GOAL = 10_000  # calls/s through the server (issue 5)
 STEP_TIMEOUT = 120.0  # seconds: any single measurement that takes longer is a failure
 MiB = 1024 * 1024
 TIMED_OUT = 599  # tornado's status for a request that timed out
@@ -269,6 +277,62 @@ async def busy_kernel(server: Server) -> dict[str, Any]:
     return result
 
 
+# -- RPC calls -----------------------------------------------------------------------------------------
+
+
+async def rpc_calls(channel: Channel, count: int, in_flight: int) -> float:
+    """Seconds for ``count`` calls of ``add``, ``in_flight`` of them pending at any time."""
+    share, extra = divmod(count, in_flight)
+
+    async def caller(worker: int) -> None:
+        for i in range(share + (worker < extra)):
+            if await channel.call("add", worker, i) != worker + i:
+                raise AssertionError(f"add({worker}, {i}) came back wrong")
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(caller(w) for w in range(min(in_flight, count))))
+    return time.perf_counter() - begin
+
+
+async def rpc_throughput(server: Server) -> dict[str, Any]:
+    """Small calls/s, batched and one comm message per call, interleaved over rounds."""
+    url, token, kid = server.url, server.token, server.kernel_id
+    cases = [(f"batched, {n} in flight", RPC_TARGET, True, RPC_CALLS, n) for n in RPC_IN_FLIGHT]
+    cases += [
+        (f"one message per call, {n} in flight", RPC_TARGET_SINGLE, False, RPC_CALLS_SINGLE, n)
+        for n in RPC_IN_FLIGHT
+    ]
+    figures: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in cases}
+    for r in range(RPC_ROUNDS):
+        for name, target, batch, count, in_flight in cases:
+            channel = await asyncio.wait_for(
+                Channel.open(url, kid, target, token=token, batch=batch), STEP_TIMEOUT
+            )
+            try:
+                await asyncio.wait_for(rpc_calls(channel, WARMUP, 1), STEP_TIMEOUT)
+                server_cpu, kernel_cpu = server.server_cpu(), server.kernel_cpu()
+                seconds = await asyncio.wait_for(rpc_calls(channel, count, in_flight), STEP_TIMEOUT)
+                result = {
+                    "calls": count,
+                    "calls_per_s": count / seconds,
+                    "server_us_per_call": (server.server_cpu() - server_cpu) / count * 1e6,
+                    "kernel_us_per_call": (server.kernel_cpu() - kernel_cpu) / count * 1e6,
+                }
+            finally:
+                await asyncio.wait_for(channel.close(), STEP_TIMEOUT)
+            figures[name].append(result)
+            print(f"  round {r + 1} rpc {name:34} {_brief(result)}", file=sys.stderr, flush=True)
+    return {
+        name: {
+            **{key: statistics.median(result[key] for result in results) for key in results[0]},
+            "batched": name.startswith("batched"),
+            "in_flight": in_flight,
+            "rounds": results,
+        }
+        for (name, _, _, _, in_flight), results in zip(cases, figures.values(), strict=True)
+    }
+
+
 # -- report -------------------------------------------------------------------------------------------
 
 
@@ -317,6 +381,23 @@ def table(results: dict[str, Any]) -> str:
         f"| {_fmt(busy['subshell_busy_rt_ms'], 2)} (max {_fmt(busy['subshell_busy_rt_max_ms'], 2)}) |",
         f"| bridge, main-shell target, kernel busy | {_fmt(busy['main_shell_busy_rt_ms'], 0)} |",
     ]
+    if "rpc" in results:
+        lines += ["", rpc_table(results["rpc"])]
+    return "\n".join(lines)
+
+
+def rpc_table(rpc: dict[str, Any]) -> str:
+    """The RPC calls/s, batched and not, against the goal."""
+    lines = [
+        "| RPC small calls (`add(a, b)`), Python client → server → kernel `Channel` | calls/s "
+        f"| ÷ goal ({RPC_GOAL:,}/s) | server CPU µs/call | kernel CPU µs/call |",
+        "|---|---|---|---|---|",
+    ]
+    for name, f in rpc.items():
+        lines.append(
+            f"| {name} | {_fmt(f['calls_per_s'], 0)} | {_fmt(f['calls_per_s'] / RPC_GOAL, 2)} "
+            f"| {_fmt(f['server_us_per_call'])} | {_fmt(f['kernel_us_per_call'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -332,6 +413,9 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         "into its server for that column); all talk to the same echo comm target of the same "
         "kernel. Fan-out: a comm opened by the kernel, N sockets attached, one burst sent once by "
         "the kernel; CPU is the server's and the kernel's process time over the burst. "
+        "RPC: `rpc_client.Channel` calling a kernel `Channel`'s `add(a, b)` with N calls in flight, "
+        "batched (the default) and with `batch=False` on both ends (one comm message per call and "
+        "per answer). "
         "Full figures in `benchmarks/results.json`.\n\n"
         f"{text}\n"
     )
@@ -341,7 +425,8 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         readme = readme.rstrip("\n") + "\n\n" + section
     else:
         after = readme.find("\n## ", start + len(README_SECTION))
-        readme = readme[:start] + section + ("" if after < 0 else readme[after:].lstrip("\n"))
+        rest = "" if after < 0 else "\n" + readme[after:].lstrip("\n")  # a blank line before it
+        readme = readme[:start] + section + rest
     README.write_text(readme)
 
 
@@ -352,10 +437,12 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     try:
         print(f"server {server.url}, kernel {server.kernel_id}", file=sys.stderr, flush=True)
         results: dict[str, Any] = {}
-        if not args.skip_echo:
-            results["echo"] = await echo_rounds(server, args.rounds)
-        results["fan_out"] = await fan_out(server)
-        results["busy"] = await busy_kernel(server)
+        if not args.only_rpc:
+            if not args.skip_echo:
+                results["echo"] = await echo_rounds(server, args.rounds)
+            results["fan_out"] = await fan_out(server)
+            results["busy"] = await busy_kernel(server)
+        results["rpc"] = await rpc_throughput(server)
     finally:
         server.stop()
     results["seconds"] = time.perf_counter() - began
@@ -369,6 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readme", action="store_true", help="put the table in README.md")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the echo figures")
     parser.add_argument("--skip-echo", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only-rpc", action="store_true", help="measure the RPC calls only")
     args = parser.parse_args(argv)
     results = asyncio.run(run_all(args))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -379,6 +467,9 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": os.getloadavg(),
         "rounds": args.rounds,
     }
+    if args.only_rpc:  # a quick look: neither results.json nor the README change
+        print(rpc_table(results["rpc"]))
+        return
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if "echo" in results:
         text = table(results)

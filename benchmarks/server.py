@@ -35,11 +35,13 @@ EXECUTE_TIMEOUT = 120.0
 ECHO = "echo"
 ECHO_SUBSHELL = "echo_subshell"  # the same handler, opted in to a kernel subshell
 FAN_TARGET = "bench.fan"
+RPC_TARGET = "bench.rpc"  # an RPC channel that batches (the default)
+RPC_TARGET_SINGLE = "bench.rpc.single"  # the same, one comm message per call and per answer
 NODELAY_PARAM = "nodelay"
 LOG_LINES = 20  # of the server's error log, printed when it stops
 
-# Runs in the kernel: echo targets (no greeting, so every path sees only its echoes) and a comm
-# opened by the kernel that bursts messages to every socket attached to it.
+# Runs in the kernel: echo targets (no greeting, so every path sees only its echoes), a comm
+# opened by the kernel that bursts messages to every socket attached to it, and RPC channels.
 KERNEL_CODE = textwrap.dedent(
     f"""
     import time
@@ -52,6 +54,17 @@ KERNEL_CODE = textwrap.dedent(
         get_comm_manager().register_target(_name, _echo)
 
     fan = create_comm(target_name={FAN_TARGET!r}, data={{}})
+
+    from jupyter_transports.kernel_channel import Channel
+
+    class _Calc:
+        def add(self, a, b):
+            return a + b
+
+    rpc_channels = [
+        Channel({RPC_TARGET!r}, _Calc()),
+        Channel({RPC_TARGET_SINGLE!r}, _Calc(), batch=False),
+    ]
 
     def burst(count, size):
         pad = "x" * size

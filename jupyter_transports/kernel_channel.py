@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Mapping
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,10 @@ class Peer:
 class Channel:
     """An RPC channel to every browser (or other client) that opens the comm target ``name``."""
 
-    def __init__(self, name: str, handler: Any = None, *, comm_manager: Any = None) -> None:
+    def __init__(
+        self, name: str, handler: Any = None, *, comm_manager: Any = None, batch: bool = True
+    ) -> None:
+        """``batch=False`` sends one comm message per call and per answer (see :mod:`.rpc`)."""
         if not isinstance(name, str) or not name:
             raise ValueError("a channel needs a non-empty name (its comm target name)")
         if comm_manager is None:
@@ -72,6 +76,7 @@ class Channel:
             comm_manager = comm.get_comm_manager()
         self.name = name
         self.handler = handler
+        self.batch = batch
         self._comm_manager = comm_manager
         self._peers: dict[str, Peer] = {}
         self._arrivals: set[asyncio.Future[None]] = set()
@@ -237,7 +242,8 @@ class Channel:
         endpoint = Endpoint(
             lambda data, buffers: comm.send(data, buffers=buffers),
             lambda: self.handler,
-            around_call=self._as_caller(peer_id),
+            on_call=functools.partial(self._caller.set, peer_id),  # who calls, for a handler
+            batch=self.batch,
         )
         self._peers[peer_id] = Peer(peer_id, who.get(USER_KEY), comm, endpoint)
         comm.on_msg(lambda msg: endpoint.receive(msg["content"]["data"], msg.get("buffers") or ()))
@@ -250,10 +256,3 @@ class Channel:
         peer = self._peers.pop(peer_id, None)
         if peer is not None:
             peer.endpoint.close(ConnectionLost(f"client {peer_id} left channel {self.name!r}"))
-
-    def _as_caller(self, peer_id: str) -> Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]:
-        async def around(call: Callable[[], Awaitable[Any]]) -> Any:
-            self._caller.set(peer_id)  # the handler's task runs in a copy of the context
-            return await call()
-
-        return around

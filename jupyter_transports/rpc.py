@@ -14,14 +14,29 @@ layout ipywidgets uses), buffer *i* belonging at path *i*::
 Ids are chosen by the caller and are unique among its pending calls; each end keeps its own.
 A request that cannot be answered (no handler, no such method, a malformed message) is answered
 with ``raise``, so a caller never waits for its timeout because of a mistake on the other side.
+
+**Batches.** A kernel pays about 1.7 ms of CPU per comm message, so one message per call caps a
+channel near 1,000 calls/s. Each end therefore queues the messages it produces during one turn
+of its event loop and sends them at the end of that turn as one comm message::
+
+    {"rpc": "batch", "messages": [{"rpc": "call", "id": 1, ...}, {"rpc": "pipe", "id": 2,
+     "args": [null], "buffer_paths": [["args", 0]]}, ...]}
+
+Each inner message keeps its own ``buffer_paths``; the batch's buffers are those of its inner
+messages concatenated in order (inner message *k* owns the next ``len(buffer_paths)`` of them).
+A batch holds at least two messages (a lone message goes as itself, so an end that predates
+batches still understands every lone call) and at most :data:`MAX_BATCH_MESSAGES` messages or
+about :data:`MAX_BATCH_BYTES` of buffers. Batches do not nest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import itertools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,18 +49,25 @@ ERROR_KEY = "error"
 BUFFER_PATHS_KEY = "buffer_paths"
 ERROR_TYPE_KEY = "type"
 ERROR_MESSAGE_KEY = "message"
+MESSAGES_KEY = "messages"
 
 CALL = "call"
 ECHO = "echo"
 PIPE = "pipe"
 RETURN = "return"
 RAISE = "raise"
+BATCH = "batch"
 REQUESTS = frozenset({CALL, ECHO, PIPE})
 REPLIES = frozenset({RETURN, RAISE})
 
 DEFAULT_TIMEOUT = 3.0  # seconds, as in jupyter-jchannel
+MAX_BATCH_MESSAGES = 1000  # bounds a batch's latency and frame size
+MAX_BATCH_BYTES = 1024 * 1024  # of buffers; a batch that reaches this is sent at once
 
 Send = Callable[[dict[str, Any], list[bytes]], "Awaitable[None] | None"]
+Encoded = tuple[dict[str, Any], list[bytes]]
+OnError = Callable[[BaseException], None]
+Queued = tuple[dict[str, Any], list[bytes], OnError]  # a message waiting for its turn to end
 BINARY_TYPES = (bytes, bytearray, memoryview)
 
 
@@ -187,6 +209,43 @@ def decode(data: Any, buffers: Iterable[bytes] = ()) -> Message:
     return Message(kind, call_id, result=fields.get(RESULT_KEY))
 
 
+def pack_batch(messages: Sequence[Encoded]) -> Encoded:
+    """Encoded messages as one comm message: a batch, or the message itself if it is alone."""
+    if len(messages) == 1:
+        return messages[0]
+    if not messages:
+        raise ValueError("an empty batch")
+    buffers = [buffer for _, inner in messages for buffer in inner]
+    return {RPC_KEY: BATCH, MESSAGES_KEY: [data for data, _ in messages]}, buffers
+
+
+def is_batch(data: Any) -> bool:
+    return isinstance(data, Mapping) and data.get(RPC_KEY) == BATCH
+
+
+def unpack_batch(data: Any, buffers: Iterable[bytes] = ()) -> list[tuple[Any, list[bytes]]]:
+    """The (data, buffers) of each message in one comm message (a batch, or a lone message).
+
+    :class:`ProtocolError` if a batch is malformed: not a list, or buffers that do not add up.
+    """
+    buffers = list(buffers)
+    if not is_batch(data):
+        return [(data, buffers)]
+    inner = data.get(MESSAGES_KEY)
+    if not isinstance(inner, list):
+        raise ProtocolError("a batch needs a list of messages")
+    unpacked: list[tuple[Any, list[bytes]]] = []
+    start = 0
+    for message in inner:
+        paths = message.get(BUFFER_PATHS_KEY) if isinstance(message, Mapping) else None
+        end = start + (len(paths) if isinstance(paths, list) else 0)
+        unpacked.append((message, buffers[start:end]))
+        start = end
+    if start != len(buffers):
+        raise ProtocolError(f"a batch with {start} buffer paths and {len(buffers)} buffers")
+    return unpacked
+
+
 def join_stream(stream: Any) -> bytes:
     """A binary argument from bytes, or from an iterable of bytes-like chunks."""
     if isinstance(stream, BINARY_TYPES):
@@ -204,6 +263,106 @@ async def join_async_stream(stream: Any) -> bytes:
     return join_stream(stream)
 
 
+# -- sending ---------------------------------------------------------------------------------
+
+
+class Outbox:
+    """The RPC messages one end produces during a turn of its event loop, sent as one message.
+
+    The first message of a turn schedules a flush with ``loop.call_soon``, so a lone call leaves
+    at the end of the turn that made it: batching adds no timer and no wait. A batch that
+    reaches ``max_messages`` messages or ``max_bytes`` of buffers leaves at once. With ``batch``
+    false every message leaves on its own, as before batches existed. ``on_error`` of a message
+    learns that it could not be sent; an unencodable message fails alone, not its whole batch.
+
+    In a kernel, a cell (main thread) and a handler served by a subshell (another thread, its
+    own loop) may share a channel: the queue is locked, and every loop that queues a message
+    flushes at the end of its own turn, so a busy main loop never holds a subshell's answers.
+    """
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        batch: bool = True,
+        max_messages: int = MAX_BATCH_MESSAGES,
+        max_bytes: int = MAX_BATCH_BYTES,
+    ) -> None:
+        self._send = send
+        self.batch = batch
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._queue: list[Queued] = []
+        self._bytes = 0
+        self._flushing_on: set[asyncio.AbstractEventLoop] = set()  # loops with a flush due
+
+    def post(self, data: dict[str, Any], buffers: list[bytes], on_error: OnError) -> None:
+        """Send one encoded message at the end of this turn (or now, if unbatched or full)."""
+        item = (data, buffers, on_error)
+        if not self.batch:
+            self._deliver([item])
+            return
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop whose turn could end: send now
+            loop = None
+        size = sum(len(buffer) for buffer in buffers)
+        ready: list[list[Queued]] = []  # batches to send now
+        with self._lock:
+            if self._queue and self._bytes + size > self.max_bytes:
+                ready.append(self._take())
+            self._queue.append(item)
+            self._bytes += size
+            full_now = len(self._queue) >= self.max_messages or self._bytes >= self.max_bytes
+            if loop is None or full_now:
+                ready.append(self._take())
+            elif loop not in self._flushing_on:
+                self._flushing_on.add(loop)
+                loop.call_soon(self._end_of_turn, loop)
+        for items in ready:
+            self._deliver(items)
+
+    def flush(self) -> None:
+        """Send what is queued now, as one comm message."""
+        with self._lock:
+            queued = self._take()
+        if queued:
+            self._deliver(queued)
+
+    def _take(self) -> list[Queued]:
+        queued, self._queue, self._bytes = self._queue, [], 0
+        return queued
+
+    def _end_of_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._flushing_on.discard(loop)
+        self.flush()
+
+    def _deliver(self, items: list[Queued]) -> None:
+        data, buffers = pack_batch([(data, buffers) for data, buffers, _ in items])
+        try:
+            sent = self._send(data, buffers)
+        except Exception as e:
+            self._failed(items, e)
+            return
+        if inspect.isawaitable(sent):
+            task = asyncio.ensure_future(sent)
+            task.add_done_callback(lambda t: t.cancelled() or self._sent(items, t.exception()))
+
+    def _sent(self, items: list[Queued], error: BaseException | None) -> None:
+        if error is not None:
+            self._failed(items, error)
+
+    def _failed(self, items: list[Queued], error: BaseException) -> None:
+        if len(items) > 1 and isinstance(error, (TypeError, ValueError)):
+            for item in items:  # one message is not JSON-able: find it, send the others
+                self._deliver([item])
+            return
+        for _, _, on_error in items:
+            on_error(error)
+
+
 # -- one end of one conversation ---------------------------------------------------------------
 
 
@@ -211,8 +370,11 @@ class Endpoint:
     """One end of one RPC conversation (one comm): pending calls out, requests in.
 
     ``send`` puts one comm message on the wire; ``handler`` returns the object whose methods
-    answer ``call`` requests (looked up on every call, so it may change); ``around_call`` wraps
-    each answer's task (the kernel uses it to tell the handler who is calling).
+    answer ``call`` requests (looked up on every call, so it may change); ``on_call`` runs in
+    each answer's own context before its handler (the kernel uses it to tell the handler who is
+    calling). Messages out go through an :class:`Outbox` (``batch=False``: one comm message
+    each). A handler method that returns a plain value is answered at once, with no task, so
+    the answers to a batch of calls leave as one batch.
     """
 
     def __init__(
@@ -220,11 +382,12 @@ class Endpoint:
         send: Send,
         handler: Callable[[], Any],
         *,
-        around_call: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
+        on_call: Callable[[], object] | None = None,
+        batch: bool = True,
     ) -> None:
-        self._send = send
+        self._outbox = Outbox(send, batch=batch)
         self._handler = handler
-        self._around_call = around_call
+        self._on_call = on_call
         self._ids = itertools.count(1)
         self._pending: dict[int | str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -237,10 +400,12 @@ class Endpoint:
         if self.closed is not None:
             raise self.closed
         call_id = next(self._ids)
+        data, buffers = request(kind, call_id, name, args)
         future = self._pending[call_id] = asyncio.get_running_loop().create_future()
         try:
-            data, buffers = request(kind, call_id, name, args)
-            await _maybe_await(self._send(data, buffers))
+            self._outbox.post(data, buffers, lambda error: _fail(future, error))
+            if timeout is None:
+                return await future
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             what = f"{name!r}" if name else kind
@@ -249,22 +414,16 @@ class Endpoint:
             self._pending.pop(call_id, None)
 
     def receive(self, data: Any, buffers: Iterable[bytes] = ()) -> None:
-        """Feed one comm message from the other end; requests are answered in the background."""
+        """Feed one comm message (a batch or a lone message) from the other end."""
         try:
-            message = decode(data, buffers)
+            messages = unpack_batch(data, buffers)
         except ProtocolError as e:
-            if isinstance(data, Mapping) and data.get(RPC_KEY) in REQUESTS and ID_KEY in data:
-                self._spawn(self._reply(data[ID_KEY], error=e))
-            return  # not ours, or a reply we cannot read: ignoring it is all we can do
-        if message.kind in REPLIES:
-            future = self._pending.get(message.id)
-            if future is not None and not future.done():
-                if message.error is not None:
-                    future.set_exception(message.error)
-                else:
-                    future.set_result(message.result)
+            inner = data.get(MESSAGES_KEY)
+            for message in inner if isinstance(inner, list) else ():
+                self._refuse(message, e)  # answer the requests that say who is waiting
             return
-        self._spawn(self._answer(message))
+        for message_data, message_buffers in messages:
+            self._receive_one(message_data, message_buffers)
 
     def close(self, error: BaseException) -> None:
         """The conversation ended: fail every pending call with ``error``."""
@@ -283,43 +442,84 @@ class Endpoint:
 
     # -- answering -----------------------------------------------------------------------------
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer(self, message: Message) -> None:
+    def _receive_one(self, data: Any, buffers: list[bytes]) -> None:
         try:
-            if self._around_call is not None:
-                result = await self._around_call(lambda: self._dispatch(message))
-            else:
-                result = await self._dispatch(message)
-        except Exception as e:
-            await self._reply(message.id, error=e)
-        else:
-            await self._reply(message.id, result=result)
+            message = decode(data, buffers)
+        except ProtocolError as e:
+            self._refuse(data, e)
+            return  # not ours, or a reply we cannot read: ignoring it is all we can do
+        if message.kind in REPLIES:
+            future = self._pending.get(message.id)
+            if future is not None and not future.done():
+                if message.error is not None:
+                    future.set_exception(message.error)
+                else:
+                    future.set_result(message.result)
+            return
+        contextvars.copy_context().run(self._answer, message)
 
-    async def _dispatch(self, message: Message) -> Any:
+    def _refuse(self, data: Any, error: ProtocolError) -> None:
+        """Answer a request we cannot read with ``raise``, if it says who is waiting."""
+        if isinstance(data, Mapping) and data.get(RPC_KEY) in REQUESTS:
+            call_id = data.get(ID_KEY)
+            if isinstance(call_id, (int, str)) and not isinstance(call_id, bool):
+                self._reply(call_id, error=error)
+
+    def _answer(self, message: Message) -> None:
+        """Run the handler (in a context of its own); await it in a task only if it is async."""
+        try:
+            if self._on_call is not None:
+                self._on_call()
+            result = self._dispatch(message)
+        except Exception as e:
+            self._reply(message.id, error=e)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._answer_later(message.id, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._reply(message.id, result=result)
+
+    async def _answer_later(self, call_id: int | str, result: Awaitable[Any]) -> None:
+        try:
+            value = await result
+        except Exception as e:
+            self._reply(call_id, error=e)
+        else:
+            self._reply(call_id, result=value)
+
+    def _dispatch(self, message: Message) -> Any:
         if message.kind == ECHO:
             return message.args
         if message.kind == PIPE:
             if len(message.args) != 1 or not isinstance(message.args[0], bytes):
                 raise TypeError("pipe takes one binary argument")
             return message.args[0]
-        method = _method(self._handler(), message.name or "")
-        return await _maybe_await(method(*message.args))
+        return _method(self._handler(), message.name or "")(*message.args)
 
-    async def _reply(
+    def _reply(
         self, call_id: int | str, *, result: Any = None, error: BaseException | None = None
     ) -> None:
         if self.closed is not None:
             return
         data, buffers = raised(call_id, error) if error is not None else returned(call_id, result)
-        try:
-            await _maybe_await(self._send(data, buffers))
-        except (TypeError, ValueError) as e:  # the result is not JSON-able: say so to the caller
-            data, buffers = raised(call_id, e)
-            await _maybe_await(self._send(data, buffers))
+        self._outbox.post(data, buffers, lambda e: self._unsendable(call_id, e))
+
+    def _unsendable(self, call_id: int | str, error: BaseException) -> None:
+        """A result that is not JSON-able: say so to the caller (other failures: it left)."""
+        if isinstance(error, (TypeError, ValueError)) and self.closed is None:
+            data, buffers = raised(call_id, error)
+            self._outbox.post(data, buffers, _ignore)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _ignore(error: BaseException) -> None:
+    """The other end cannot be told (its socket is gone): nothing is waiting on this end."""
 
 
 def _method(handler: Any, name: str) -> Callable[..., Any]:
@@ -333,9 +533,3 @@ def _method(handler: Any, name: str) -> Callable[..., Any]:
     if not callable(method):
         raise TypeError(f"the handler's {name!r} is not callable")
     return method  # type: ignore[no-any-return]
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value

@@ -5,7 +5,8 @@
         # and the kernel may call obj's methods: await channel.call("name", ...) in the kernel
 
 Calls have no timeout unless given one (``timeout=`` in seconds); if the socket closes, pending
-calls raise :class:`~.rpc.ConnectionLost`.
+calls raise :class:`~.rpc.ConnectionLost`. Calls made in the same turn of the event loop (say,
+by ``asyncio.gather``) leave as one comm message, a batch (see :mod:`.rpc`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,19 @@ __all__ = ["Channel", "ConnectionLost", "RemoteError"]
 class Channel:
     """One client's RPC channel to the kernel's ``kernel_channel.Channel`` of the same name."""
 
-    def __init__(self, comm: CommClient, handler: Any = None, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        comm: CommClient,
+        handler: Any = None,
+        timeout: float | None = None,
+        *,
+        batch: bool = True,
+    ) -> None:
+        """``batch=False`` sends one comm message per call and per answer (see :mod:`.rpc`)."""
         self.comm = comm
         self.handler = handler
         self.timeout = timeout
-        self._endpoint = Endpoint(comm.send, lambda: self.handler)
+        self._endpoint = Endpoint(comm.send, lambda: self.handler, batch=batch)
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
@@ -40,11 +49,12 @@ class Channel:
         token: str | None = None,
         handler: Any = None,
         timeout: float | None = None,
+        batch: bool = True,
         **query: str,
     ) -> Channel:
         """Open the channel ``name`` of a kernel (a new comm to its target)."""
         comm = await CommClient.open(server_url, kernel_id, name, token=token, **query)
-        return cls(comm, handler, timeout)
+        return cls(comm, handler, timeout, batch=batch)
 
     async def call(self, name: str, *args: Any, timeout: float | None = None) -> Any:
         """The result of the kernel handler's method ``name``."""

@@ -299,6 +299,47 @@ async def test_rpc_both_ways(demo_url, kernel, token):
         assert await kernel.evaluate("echoed") == [{"x": [1, None]}]
 
 
+async def test_rpc_many_calls_in_flight_both_ways(demo_url, kernel, token):
+    await kernel.execute(KERNEL_CHANNEL)
+    async with chromium() as browser:
+        page = await new_page(await browser.new_context(), demo_url)
+        await live(page)
+        await page.evaluate(
+            """() => {   // count the frames every socket of the page sends
+                 const send = WebSocket.prototype.send;
+                 window.framesSent = 0;
+                 WebSocket.prototype.send = function (frame) { window.framesSent += 1; return send.call(this, frame); };
+               }"""
+        )
+        await page.evaluate(OPEN_CALC, [kernel.id, token])
+
+        # 1,000 calls at once: each gets its own result, or its own exception
+        outcome = await page.evaluate(
+            """async () => {
+                 const before = window.framesSent;
+                 const calls = [];
+                 for (let i = 0; i < 1000; i++) calls.push(calc.call('add_or_fail', i, 1));
+                 const settled = await Promise.allSettled(calls);
+                 const wrong = settled.filter((r, i) => i % 7 === 0
+                   ? r.status !== 'rejected' || r.reason.remoteMessage !== `${i} is a multiple of 7`
+                   : r.value !== i + 1);
+                 return [wrong.length, window.framesSent - before];
+               }"""
+        )
+        assert outcome[0] == 0
+        assert outcome[1] <= 2  # batched: not a frame per call
+
+        # the kernel calls 200 of this page's handlers at once, sync and async
+        client = (await kernel.evaluate("list(channel.clients)"))[0]
+        await kernel.execute(
+            "import asyncio\n"
+            f"doubled = await asyncio.gather(*(channel.call('double', i, to={client!r}, timeout=20) for i in range(200)))\n"
+            f"later = await asyncio.gather(*(channel.call('later', i, to={client!r}, timeout=20) for i in range(200)))"
+        )
+        assert await kernel.evaluate("doubled") == [2 * i for i in range(200)]
+        assert await kernel.evaluate("later") == list(range(200))
+
+
 # -- origins -----------------------------------------------------------------------------------
 
 ORIGIN_PAGE = "<!doctype html><title>another origin</title><p>a page of another web app</p>"

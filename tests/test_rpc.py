@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from jupyter_transports.client import CommClient
 from jupyter_transports.rpc import (
+    MAX_BATCH_MESSAGES,
     ConnectionLost,
+    Endpoint,
     NoClient,
+    Outbox,
     ProtocolError,
     RemoteError,
     decode,
+    pack_batch,
     put_buffers,
     remove_buffers,
     request,
     returned,
+    unpack_batch,
 )
 from jupyter_transports.rpc_client import Channel
 
@@ -40,6 +46,11 @@ class Handler:
 
     def fail(self, message):
         raise ValueError(message)
+
+    def add_or_fail(self, a, b):
+        if a % 7 == 0:
+            raise ValueError(f"{a} is a multiple of 7")
+        return a + b
 
     def measure(self, data, label):
         return {"label": label, "size": len(data), "reversed": data[::-1]}
@@ -105,6 +116,220 @@ def test_request_and_reply_round_trip():
 def test_malformed_messages_are_protocol_errors(data, buffers):
     with pytest.raises(ProtocolError):
         decode(data, buffers)
+
+
+def test_batch_packs_and_unpacks_with_each_messages_buffers():
+    messages = [
+        request("call", 1, "f", [b"one", 2, b"two"]),
+        request("call", 2, "g", []),
+        returned(9, {"blob": b"three"}),
+    ]
+    data, buffers = pack_batch(messages)
+    assert data["rpc"] == "batch" and len(data["messages"]) == 3
+    assert buffers == [b"one", b"two", b"three"]
+    unpacked = unpack_batch(data, buffers)
+    assert unpacked == [(d, b) for d, b in messages]
+    decoded = [decode(d, b) for d, b in unpacked]
+    assert decoded[0].args == [b"one", 2, b"two"] and decoded[2].result == {"blob": b"three"}
+
+
+def test_a_lone_message_is_not_wrapped():
+    message = request("call", 1, "f", [b"x"])
+    assert pack_batch([message]) == message
+    assert unpack_batch(*message) == [message]
+    with pytest.raises(ValueError):
+        pack_batch([])
+
+
+@pytest.mark.parametrize(
+    "data, buffers",
+    [
+        ({"rpc": "batch", "messages": "nope"}, []),
+        ({"rpc": "batch", "messages": [{"rpc": "call", "id": 1, "name": "f", "args": []}]}, [b"x"]),
+        (
+            {"rpc": "batch", "messages": [{"rpc": "pipe", "id": 1, "buffer_paths": [["args", 0]]}]},
+            [],
+        ),
+    ],
+)
+def test_malformed_batches_are_protocol_errors(data, buffers):
+    with pytest.raises(ProtocolError):
+        unpack_batch(data, buffers)
+
+
+class Wire:
+    """Comm messages sent by an :class:`Outbox` or :class:`Endpoint`, recorded."""
+
+    def __init__(self, fail_on=None):
+        self.sent = []
+        self.fail_on = fail_on
+
+    def __call__(self, data, buffers):
+        if self.fail_on is not None and self.fail_on in repr(data):
+            raise TypeError("not JSON serializable")
+        self.sent.append((data, buffers))
+
+
+async def test_outbox_sends_one_message_per_turn():
+    wire, errors = Wire(), []
+    outbox = Outbox(wire)
+    for i in range(5):
+        outbox.post(*request("call", i, "f", [i]), errors.append)
+    assert wire.sent == []  # nothing leaves before the end of the turn
+    await asyncio.sleep(0)
+    assert len(wire.sent) == 1 and len(wire.sent[0][0]["messages"]) == 5
+    outbox.post(*request("call", 9, "f", []), errors.append)
+    await asyncio.sleep(0)
+    assert wire.sent[1][0] == {"rpc": "call", "id": 9, "name": "f", "args": []}  # alone: plain
+    assert errors == []
+
+
+async def test_outbox_caps_a_batch():
+    wire = Wire()
+    outbox = Outbox(wire, max_messages=10, max_bytes=100)
+    for i in range(25):
+        outbox.post(*request("call", i, "f", []), print)
+    assert [len(d["messages"]) for d, _ in wire.sent] == [10, 10]  # full batches leave at once
+    await asyncio.sleep(0)
+    assert len(wire.sent[2][0]["messages"]) == 5
+    wire.sent.clear()
+    outbox.post(*request("pipe", 1, None, [b"x" * 60]), print)
+    outbox.post(*request("pipe", 2, None, [b"y" * 60]), print)  # would pass 100 bytes
+    await asyncio.sleep(0)
+    assert [d["id"] for d, _ in wire.sent] == [1, 2]
+
+
+async def test_outbox_unbatched_sends_each_message_at_once():
+    wire = Wire()
+    outbox = Outbox(wire, batch=False)
+    for i in range(3):
+        outbox.post(*request("call", i, "f", []), print)
+    assert [d["id"] for d, _ in wire.sent] == [0, 1, 2]
+
+
+def test_outbox_outside_a_loop_sends_at_once():
+    wire = Wire()
+    Outbox(wire).post(*request("call", 1, "f", []), print)
+    assert [d["id"] for d, _ in wire.sent] == [1]
+
+
+async def test_a_loop_in_another_thread_flushes_its_own_turn():
+    """A subshell's handler (another thread, another loop) is not held by a busy main loop."""
+    wire = Wire()
+    outbox = Outbox(wire)
+    outbox.post(*request("call", 1, "f", []), print)  # due at the end of this loop's turn
+
+    async def in_the_subshell():
+        outbox.post(*request("call", 2, "f", []), print)
+        await asyncio.sleep(0)
+
+    thread = threading.Thread(target=asyncio.run, args=(in_the_subshell(),))
+    thread.start()
+    thread.join()  # this loop is blocked meanwhile, as a main shell running a cell is
+    assert [[d["id"] for d in data["messages"]] for data, _ in wire.sent] == [[1, 2]]
+    await asyncio.sleep(0)
+    assert len(wire.sent) == 1  # nothing left for this loop's flush
+
+
+async def test_an_unsendable_message_fails_alone():
+    wire, errors = Wire(fail_on="bad"), []
+    outbox = Outbox(wire)
+    outbox.post(*request("call", 1, "f", ["good"]), errors.append)
+    outbox.post(*request("call", 2, "f", ["bad"]), errors.append)
+    outbox.post(*request("call", 3, "f", ["good"]), errors.append)
+    await asyncio.sleep(0)
+    assert [d["id"] for d, _ in wire.sent] == [1, 3]
+    assert [type(e) for e in errors] == [TypeError]
+
+
+def linked_endpoints(handler, *, batch=True, unsendable=None):
+    """Two endpoints whose comm messages reach each other one loop turn later, counted.
+
+    ``b`` fails to encode (TypeError, as json.dumps does) a message whose repr has ``unsendable``.
+    """
+    loop = asyncio.get_running_loop()
+    frames = {"a": 0, "b": 0}
+    a = b = None
+
+    def to(name, get_peer):
+        def send(data, buffers):
+            if name == "b" and unsendable is not None and unsendable in repr(data):
+                raise TypeError("Object of type object is not JSON serializable")
+            frames[name] += 1
+            loop.call_soon(lambda: get_peer().receive(data, buffers))
+
+        return send
+
+    a = Endpoint(to("a", lambda: b), lambda: None, batch=batch)
+    b = Endpoint(to("b", lambda: a), lambda: handler, batch=batch)
+    return a, b, frames
+
+
+class LocalHandler:
+    def add(self, x, y):
+        return x + y
+
+    async def later(self, x):
+        await asyncio.sleep(0)
+        return x
+
+    def fail(self, x):
+        raise KeyError(x)
+
+    def unsendable(self):
+        return object()
+
+
+async def test_many_calls_in_flight_travel_in_one_message_each_way():
+    a, _, frames = linked_endpoints(LocalHandler())
+    results = await asyncio.gather(*(a.request("call", "add", [i, 1], None) for i in range(500)))
+    assert results == [i + 1 for i in range(500)]
+    assert frames == {"a": 1, "b": 1}
+
+
+async def test_batched_calls_keep_their_own_errors_and_async_answers():
+    a, _, frames = linked_endpoints(LocalHandler())
+    calls = [a.request("call", "fail" if i % 3 == 0 else "later", [i], None) for i in range(30)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for i, result in enumerate(results):
+        if i % 3 == 0:
+            assert isinstance(result, RemoteError) and result.message == repr(i)
+        else:
+            assert result == i
+    assert frames["a"] == 1 and frames["b"] <= 2  # the errors at once, the async answers later
+
+
+async def test_an_unsendable_result_raises_for_its_call_only():
+    a, _, _ = linked_endpoints(LocalHandler(), unsendable="object at")
+    results = await asyncio.gather(
+        a.request("call", "unsendable", [], None),
+        a.request("call", "add", [1, 2], None),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], RemoteError) and results[0].type == "TypeError"
+    assert results[1] == 3
+
+
+async def test_unbatched_endpoints_send_a_message_per_call():
+    a, _, frames = linked_endpoints(LocalHandler(), batch=False)
+    results = await asyncio.gather(*(a.request("call", "add", [i, 1], None) for i in range(20)))
+    assert results == [i + 1 for i in range(20)]
+    assert frames == {"a": 20, "b": 20}
+
+
+async def test_a_malformed_batch_answers_the_requests_it_names():
+    wire = Wire()
+    endpoint = Endpoint(wire, lambda: LocalHandler())
+    endpoint.receive(
+        {"rpc": "batch", "messages": [{"rpc": "call", "id": 4, "name": "add", "args": [1, 2]}]},
+        [b"stray buffer"],
+    )
+    await asyncio.sleep(0)
+    assert [(d["rpc"], d["id"]) for d, _ in wire.sent] == [("raise", 4)]
+
+
+def test_batch_cap_is_bounded():
+    assert 2 <= MAX_BATCH_MESSAGES <= 10_000
 
 
 # -- through a real server and kernel ----------------------------------------------------------
@@ -187,6 +412,64 @@ class ClientHandler:
 
     def name(self):
         return "second"
+
+
+class FrameCounter:
+    """Counts the frames a Python client's comm sends and receives."""
+
+    def __init__(self, comm):
+        self.sent = self.received = 0
+        send_frame, recv = comm.send_frame, comm.recv
+
+        async def counted_send(frame):
+            self.sent += 1
+            await send_frame(frame)
+
+        async def counted_recv():
+            message = await recv()
+            self.received += 1
+            return message
+
+        comm.send_frame, comm.recv = counted_send, counted_recv
+
+
+async def test_a_thousand_concurrent_calls_from_the_client(channel):
+    ch = await channel(timeout=TIMEOUT)
+    frames = FrameCounter(ch.comm)
+    results = await asyncio.gather(
+        *(ch.call("add_or_fail", i, 1) for i in range(1000)), return_exceptions=True
+    )
+    for i, result in enumerate(results):
+        if i % 7 == 0:
+            assert isinstance(result, RemoteError)
+            assert (result.type, result.message) == ("ValueError", f"{i} is a multiple of 7")
+        else:
+            assert result == i + 1
+    assert frames.sent <= 2  # batched: not a comm message per call
+    assert frames.received <= 10
+
+
+async def test_a_thousand_concurrent_calls_unbatched(channel):
+    ch = await channel(timeout=TIMEOUT, batch=False)
+    frames = FrameCounter(ch.comm)
+    results = await asyncio.gather(*(ch.call("add", i, 1) for i in range(1000)))
+    assert results == [i + 1 for i in range(1000)]
+    assert frames.sent == 1000
+
+
+async def test_kernel_calls_200_client_handlers_concurrently(channel, kernel):
+    first = await channel(handler=ClientHandler())
+    await channel(handler={"name": lambda: "other"})
+    first_id = (await kernel.evaluate("list(channel.clients)"))[0]
+    await kernel.execute(
+        "import asyncio\n"
+        f"many = await asyncio.gather(*(channel.call('double', i, to={first_id!r}, timeout=20)"
+        " for i in range(200)))\n"
+        "many_async = await asyncio.gather(*(channel.call('later', i, timeout=20) for i in range(200)))"
+    )
+    assert await kernel.evaluate("many") == [2 * i for i in range(200)]
+    assert await kernel.evaluate("many_async") == list(range(200))
+    assert first.comm.close_code is None
 
 
 async def test_kernel_calls_client_from_a_handler(channel):

@@ -132,11 +132,13 @@ export interface ChannelOptions extends ConnectOptions {
   handler?: object | null;
   /** ms to wait for each answer (default Infinity). */
   timeout?: number;
+  /** Send the messages of one task as one comm message (default true); false: one per call. */
+  batch?: boolean;
 }
 
 export declare class Channel {
   static open(options: ChannelOptions): Promise<Channel>;
-  constructor(comm: Comm, options?: { handler?: object | null; timeout?: number });
+  constructor(comm: Comm, options?: { handler?: object | null; timeout?: number; batch?: boolean });
   readonly comm: Comm;
   handler: object | null;
   timeout: number;

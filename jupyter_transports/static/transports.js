@@ -306,6 +306,11 @@ const ECHO = "echo";
 const PIPE = "pipe";
 const RETURN = "return";
 const RAISE = "raise";
+const BATCH = "batch";
+const MESSAGES = "messages";
+const BUFFER_PATHS = "buffer_paths";
+const MAX_BATCH_MESSAGES = 1000; // bounds a batch's latency and frame size
+const MAX_BATCH_BYTES = 1024 * 1024; // of buffers; a batch that reaches this is sent at once
 
 function isBinary(value) {
   return value instanceof ArrayBuffer || ArrayBuffer.isView(value);
@@ -358,6 +363,28 @@ async function joinStream(stream) {
   return joined;
 }
 
+/** Encoded messages as one comm message: a batch, or the message itself when it is alone. */
+function packBatch(items) {
+  if (items.length === 1) return items[0];
+  return { value: { [RPC]: BATCH, [MESSAGES]: items.map((item) => item.value) }, buffers: items.flatMap((item) => item.buffers) };
+}
+
+/** The [data, buffers] of each message in one comm message; throws if a batch's buffers do not add up. */
+function unpackBatch(data, buffers) {
+  if (data?.[RPC] !== BATCH) return [[data, buffers]];
+  if (!Array.isArray(data[MESSAGES])) throw new TypeError("a batch needs a list of messages");
+  let start = 0;
+  const messages = data[MESSAGES].map((message) => {
+    const paths = message?.[BUFFER_PATHS];
+    const end = start + (Array.isArray(paths) ? paths.length : 0);
+    const unpacked = [message, buffers.slice(start, end)];
+    start = end;
+    return unpacked;
+  });
+  if (start !== buffers.length) throw new TypeError(`a batch with ${start} buffer paths and ${buffers.length} buffers`);
+  return messages;
+}
+
 function errorInfo(error) {
   if (error instanceof Error) return { type: error.name || "Error", message: error.message };
   return { type: typeof error, message: String(error) };
@@ -369,25 +396,34 @@ function errorInfo(error) {
  * calls. Binary values (typed arrays, ArrayBuffers) travel as comm buffers; they arrive as
  * Uint8Array. After a dropped socket the channel comes back by itself; calls pending at the
  * drop reject with ConnectionLost.
+ *
+ * Messages made in the same task (say, by `Promise.all` over many calls) leave as one comm
+ * message, a batch, flushed by a microtask: no timer, no added latency. `batch: false` sends
+ * one comm message per call and per answer.
  */
 export class Channel {
   #ids = 0;
   #pending = new Map();
+  #batch;
+  #queue = [];
+  #queuedBytes = 0;
+  #scheduled = false;
 
-  /** Open the kernel's channel `name`. Options are those of `Comm.open`, plus handler and timeout. */
-  static async open({ name, handler = null, timeout = Infinity, ...options } = {}) {
+  /** Open the kernel's channel `name`. Options are those of `Comm.open`, plus handler, timeout, batch. */
+  static async open({ name, handler = null, timeout = Infinity, batch = true, ...options } = {}) {
     if (!name) throw new TypeError("Channel.open needs the channel's name");
     const comm = await Comm.open({ ...options, target: name });
-    return new Channel(comm, { handler, timeout });
+    return new Channel(comm, { handler, timeout, batch });
   }
 
-  constructor(comm, { handler = null, timeout = Infinity } = {}) {
+  constructor(comm, { handler = null, timeout = Infinity, batch = true } = {}) {
     /** The comm underneath (its "open" and "close" events tell when the channel drops and returns). */
     this.comm = comm;
     /** The object whose methods the kernel calls (may be replaced at any time). */
     this.handler = handler;
     /** Milliseconds to wait for each answer from the kernel (Infinity: no limit). */
     this.timeout = timeout;
+    this.#batch = batch;
     comm.addEventListener("message", (event) => this.#receive(event.data, event.buffers));
     comm.addEventListener("close", (event) => {
       const why = event.reconnecting ? "dropped" : "closed";
@@ -434,25 +470,78 @@ export class Channel {
         }, this.timeout);
       }
       this.#pending.set(id, { resolve, reject, timer });
-      try {
-        this.#send(message);
-      } catch (error) {
+      const fail = (error) => {
         clearTimeout(timer);
         this.#pending.delete(id);
         reject(error);
+      };
+      try {
+        this.#post(message, fail);
+      } catch (error) {
+        fail(error);
       }
     });
   }
 
-  #send(message) {
+  /** Queue one message for the end of this task (or send it now, unbatched or full). */
+  #post(message, onError) {
     const { value, paths, buffers } = removeBuffers(message);
-    if (paths.length > 0) value.buffer_paths = paths;
-    this.comm.send(value, buffers);
+    if (paths.length > 0) value[BUFFER_PATHS] = paths;
+    const item = { value, buffers, onError };
+    if (!this.#batch) {
+      this.#deliver([item]);
+      return;
+    }
+    const size = buffers.reduce((n, buffer) => n + buffer.byteLength, 0);
+    if (this.#queue.length > 0 && this.#queuedBytes + size > MAX_BATCH_BYTES) this.#flush();
+    this.#queue.push(item);
+    this.#queuedBytes += size;
+    if (this.#queue.length >= MAX_BATCH_MESSAGES || this.#queuedBytes >= MAX_BATCH_BYTES) {
+      this.#flush();
+    } else if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(() => {
+        this.#scheduled = false;
+        this.#flush();
+      });
+    }
+  }
+
+  #flush() {
+    const queued = this.#queue;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    if (queued.length > 0) this.#deliver(queued);
+  }
+
+  #deliver(items) {
+    const { value, buffers } = packBatch(items);
+    try {
+      this.comm.send(value, buffers);
+    } catch (error) {
+      // one message JSON cannot encode (a BigInt, a cycle) fails alone, not its whole batch
+      if (items.length > 1 && error instanceof TypeError) items.forEach((item) => this.#deliver([item]));
+      else items.forEach((item) => item.onError(error));
+    }
   }
 
   #receive(data, buffers) {
+    let messages;
+    try {
+      messages = unpackBatch(data, buffers);
+    } catch (error) {
+      console.error("jupyter_transports: a malformed RPC batch", error);
+      for (const message of Array.isArray(data[MESSAGES]) ? data[MESSAGES] : []) {
+        if ([CALL, ECHO, PIPE].includes(message?.[RPC])) this.#reply(message.id, RAISE, errorInfo(error));
+      }
+      return;
+    }
+    for (const [message, messageBuffers] of messages) this.#receiveOne(message, messageBuffers);
+  }
+
+  #receiveOne(data, buffers) {
     if (!data || typeof data !== "object" || data.id === undefined) return;
-    const { buffer_paths: paths, ...message } = data;
+    const { [BUFFER_PATHS]: paths, ...message } = data;
     try {
       putBuffers(message, paths, buffers);
     } catch (error) {
@@ -471,29 +560,41 @@ export class Channel {
     }
   }
 
-  async #answer(message) {
-    let reply;
+  /** Answer at once when the handler returns a value, so a batch's answers leave together. */
+  #answer(message) {
+    let result;
     try {
-      reply = { [RPC]: RETURN, id: message.id, result: await this.#dispatch(message) };
+      result = this.#dispatch(message);
     } catch (error) {
-      reply = { [RPC]: RAISE, id: message.id, error: errorInfo(error) };
+      this.#reply(message.id, RAISE, errorInfo(error));
+      return;
     }
-    try {
-      this.#send(reply);
-    } catch (error) {
-      if (this.comm.state !== "open") return; // the caller sees the client leave
-      this.#send({ [RPC]: RAISE, id: message.id, error: errorInfo(error) });
+    if (result !== null && typeof result?.then === "function") {
+      result.then(
+        (value) => this.#reply(message.id, RETURN, value),
+        (error) => this.#reply(message.id, RAISE, errorInfo(error)),
+      );
+    } else {
+      this.#reply(message.id, RETURN, result);
     }
   }
 
-  async #dispatch({ [RPC]: kind, name, args = [] }) {
+  #reply(id, kind, value) {
+    const reply = kind === RETURN ? { [RPC]: RETURN, id, result: value } : { [RPC]: RAISE, id, error: value };
+    this.#post(reply, (error) => {
+      if (this.comm.state !== "open" || kind === RAISE) return; // the caller sees the client leave
+      this.#reply(id, RAISE, errorInfo(error)); // a result JSON cannot encode
+    });
+  }
+
+  #dispatch({ [RPC]: kind, name, args = [] }) {
     if (kind === ECHO) return args;
     if (kind === PIPE) return args[0];
     const handler = this.handler;
     if (handler === null || typeof handler !== "object") throw new Error("this channel has no handler");
     const method = name.startsWith("_") || name === "constructor" ? undefined : handler[name];
     if (typeof method !== "function") throw new Error(`the handler has no method '${name}'`);
-    return await method.apply(handler, args);
+    return method.apply(handler, args);
   }
 
   #failAll(error) {
