@@ -198,16 +198,18 @@ class Channel:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         tried: set[str] = set()
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
         while True:
-            left = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                peer_id = await asyncio.wait_for(self._next_peer(tried), left)
+                peer_id = await asyncio.wait_for(self._next_peer(tried), left())
             except asyncio.TimeoutError:
                 gone = f" ({len(tried)} left before answering)" if tried else ""
                 raise NoClient(f"no client of channel {self.name!r} could answer{gone}") from None
             tried.add(peer_id)
-            try:
-                return await self._peers[peer_id].endpoint.request(kind, name, args, left)
+            try:  # what is left of the deadline once a client was found
+                return await self._peers[peer_id].endpoint.request(kind, name, args, left())
             except ConnectionLost:
                 continue
 
