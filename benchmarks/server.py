@@ -55,7 +55,7 @@ KERNEL_CODE = textwrap.dedent(
 
     fan = create_comm(target_name={FAN_TARGET!r}, data={{}})
 
-    from jupyter_transports.kernel_channel import Channel
+    from jupyter_transports.kernel import Channel
 
     class _Calc:
         def add(self, a, b):

@@ -15,7 +15,7 @@ import time
 
 from comm import create_comm
 
-from jupyter_transports.kernel_channel import Channel
+from jupyter_transports.kernel import Channel
 
 MODEL_TARGET = "jupyter_transports.demo.model"
 CHANNEL_NAME = "jupyter_transports.demo"

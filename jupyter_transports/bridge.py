@@ -25,15 +25,15 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from .errors import CloseCode, KernelFault, KernelTimeout
-from .framing import Buffers, OutgoingFrame
-from .kernel import (
+from .channels import (
     COMM_INFO_REQUEST,
     KERNEL_INFO_REQUEST,
     STATUS,
     ClientChannels,
     KernelChannels,
 )
+from .errors import CloseCode, KernelFault, KernelTimeout
+from .framing import Buffers, OutgoingFrame
 from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
 from .stats import KernelStats
 

@@ -1,227 +1,260 @@
-"""The kernel side of the bridge: one jupyter_client kernel client, seen through a small protocol.
+"""The kernel's end of RPC channels: call the browsers' handlers, answer their calls.
 
-The bridge relies only on what jupyter_server's gateway kernel client offers too (channels with
-``get_msg`` and ``send``, the client's ``session``), so kernels behind a gateway work the same
-way as local ones. For local kernels, iopub is read straight from its ZMQ socket (the fast path:
-unwanted messages are dropped after their header), and control serves kernel subshells.
+Runs inside the kernel, so it imports only the standard library and ``comm``, never
+jupyter_server. The shape is jupyter-jchannel's (``Channel``, ``call``, ``call_with_stream``,
+``echo``, ``pipe``, ``handler``, timeouts in seconds, calls returning awaitable tasks)::
+
+    from jupyter_transports.kernel import Channel
+
+    class Handler:
+        def add(self, a, b):               # browsers: await channel.call("add", 1, 2)
+            return a + b
+
+    channel = Channel("calc", Handler())   # a comm target named "calc"
+    await channel.call("alert", "hello", timeout=3)           # one page answers
+    await channel.call("title", to="all")                     # {client id: result} of every page
+
+How clients are known (decided by the server, never guessed here): every client of a channel
+opens its own comm to the channel's target through the bridge, so the kernel receives a
+``comm_open`` carrying ``metadata.transports.client`` when a client arrives, and the bridge
+sends ``comm_close`` for that comm the moment its socket goes away. A call therefore knows
+exactly who can answer it, and learns at once when its client leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections import deque
-from collections.abc import Collection
-from hmac import compare_digest
-from queue import Empty
-from typing import Any, Protocol
+import contextvars
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-import zmq
+from .rpc import (
+    CALL,
+    DEFAULT_TIMEOUT,
+    ECHO,
+    PIPE,
+    ConnectionLost,
+    Endpoint,
+    NoClient,
+    RemoteError,
+    join_async_stream,
+)
 
-from .errors import KernelFault, KernelTimeout
-from .framing import Buffers
+ANY = "any"
+ALL = "all"
+TRANSPORTS_KEY = "transports"  # metadata["transports"], set by the bridge on every comm_open
+CLIENT_KEY = "client"
+USER_KEY = "user"
 
-KERNEL_INFO_REQUEST = "kernel_info_request"
-COMM_INFO_REQUEST = "comm_info_request"
-STATUS = "status"
-NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
-# pyzmq's asyncio sockets can miss the wakeup for a message that is already there (the ZMQ file
-# descriptor is edge-triggered, and a send on the same socket can consume the edge): the reply
-# then sits in the socket until something else happens on it. Every wait is cut into slices
-# this long, and each new wait looks at the socket first, so such a message waits one slice at
-# most instead of forever.
-WAKEUP_GUARD = 0.1  # seconds
-STOP_LINGER_MS = 100  # ms that what was sent just before stop() may take to go out
-MAX_DRAIN = 256  # iopub messages read in one go before other work gets a turn
-HEAD_PARTS = 5  # signature, header, parent header, metadata, content; buffers follow
-
-
-class KernelChannels(Protocol):
-    """What the bridge needs of a kernel: send on shell, receive from iopub and shell."""
-
-    async def start(self, timeout: float) -> None:
-        """Connect, and return once iopub is known to deliver (or raise :class:`KernelTimeout`)."""
-
-    async def next_iopub(self) -> dict[str, Any]:
-        """The next message broadcast by the kernel."""
-
-    async def next_shell(self) -> dict[str, Any]:
-        """The next reply to a request this bridge sent."""
-
-    def send(
-        self,
-        msg_type: str,
-        content: dict[str, Any],
-        metadata: dict[str, Any] | None = None,
-        buffers: Buffers = (),
-        subshell_id: str | None = None,
-    ) -> str:
-        """Send a request on the shell channel (to a kernel subshell if given); its message id."""
-
-    def send_control(self, msg_type: str, content: dict[str, Any]) -> str:
-        """Send a request on the control channel; return its message id."""
-
-    async def control_request(
-        self, msg_type: str, content: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
-        """Send a control request and await its reply (:class:`KernelTimeout` after ``timeout``)."""
-
-    def stop(self) -> None:
-        """Close the channels (what was sent just before still goes out)."""
+__all__ = ["ALL", "ANY", "Channel", "ConnectionLost", "NoClient", "RemoteError"]
 
 
-class ClientChannels:
-    """:class:`KernelChannels` over a ``jupyter_client`` kernel client (``km.client()``).
+@dataclass
+class Peer:
+    """One client of the channel: its comm and the conversation on it."""
 
-    ``iopub_types``, if given, are the only iopub message types :meth:`next_iopub` returns. Over
-    ZMQ the others are then dropped after reading their header alone: a kernel publishes two
-    ``status`` messages for every request, and fully deserializing them (JSON of every part,
-    dates parsed with dateutil) cost the bridge more than the comm messages it routes.
-    """
+    id: str
+    user: str | None
+    comm: Any
+    endpoint: Endpoint
+
+
+class Channel:
+    """An RPC channel to every browser (or other client) that opens the comm target ``name``."""
 
     def __init__(
-        self, client: Any, iopub_types: Collection[str] | None = None, *, control: bool = False
+        self, name: str, handler: Any = None, *, comm_manager: Any = None, batch: bool = True
     ) -> None:
-        self.client = client
-        self.control = control  # whether to open the control channel (for subshell requests)
-        self.iopub_types = None if iopub_types is None else frozenset(iopub_types)
-        self._iopub_ready: deque[dict[str, Any]] = deque()
-        self._iopub_raw: zmq.Socket[Any] | None = None
+        """``batch=False`` sends one comm message per call and per answer (see :mod:`.rpc`)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("a channel needs a non-empty name (its comm target name)")
+        if comm_manager is None:
+            import comm  # ipykernel installs its comm manager here
 
-    async def start(self, timeout: float) -> None:
-        started = self.client.start_channels(
-            shell=True, iopub=True, stdin=False, hb=False, control=self.control
+            comm_manager = comm.get_comm_manager()
+        self.name = name
+        self.handler = handler
+        self.batch = batch
+        self._comm_manager = comm_manager
+        self._peers: dict[str, Peer] = {}
+        self._arrivals: set[asyncio.Future[None]] = set()
+        self._caller: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            f"jupyter_transports.caller.{name}", default=None
         )
-        if inspect.isawaitable(started):  # the gateway client starts asynchronously
-            await started
+        self.closed = False
+        comm_manager.register_target(name, self._on_open)
+
+    # -- who is there --------------------------------------------------------------------------
+
+    @property
+    def clients(self) -> dict[str, str | None]:
+        """The connected clients: client id -> user name, oldest first."""
+        return {peer.id: peer.user for peer in self._peers.values()}
+
+    @property
+    def caller(self) -> str | None:
+        """Inside a handler method: the id of the client whose call is being answered."""
+        return self._caller.get()
+
+    async def wait_for_client(self, timeout: float | None = DEFAULT_TIMEOUT) -> str:
+        """The id of a connected client, waiting at most ``timeout`` seconds for one to arrive."""
         try:
-            await asyncio.wait_for(self._nudge(), timeout)
+            return await asyncio.wait_for(self._next_peer(set()), timeout)
         except asyncio.TimeoutError:
-            raise KernelTimeout(f"the kernel did not answer within {timeout} s") from None
+            raise NoClient(f"no client opened channel {self.name!r} within {timeout} s") from None
 
-    async def _nudge(self) -> None:
-        """Send kernel_info_requests until iopub shows a status caused by one of them.
+    # -- calls -----------------------------------------------------------------------------------
 
-        An iopub subscription takes effect some time after it is made; messages the kernel
-        publishes before then are lost. jupyter_server nudges its own kernel sockets the same way.
+    def call(
+        self, name: str, *args: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY
+    ) -> asyncio.Task[Any]:
+        """Call the clients' handler method ``name``; await the task for its result.
+
+        ``to`` is ``"any"`` (one client; if it leaves before answering, another one is asked),
+        ``"all"`` (a dict of client id -> result, or -> the exception that client raised), or a
+        client id. A client's exception raises :class:`RemoteError` with its type and message;
+        no answer within ``timeout`` seconds raises :class:`TimeoutError`.
         """
-        while True:
-            msg_id = self.send(KERNEL_INFO_REQUEST, {})
-            deadline = asyncio.get_running_loop().time() + NUDGE_INTERVAL
-            while (left := deadline - asyncio.get_running_loop().time()) > 0:
-                try:
-                    msg = await self.client.iopub_channel.get_msg(timeout=left)
-                except Empty:
-                    break
-                if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") == msg_id:
-                    return
+        if not isinstance(name, str):
+            raise TypeError("the method name must be a string")
+        return self._start(CALL, name, args, timeout, to)
 
-    async def next_iopub(self) -> dict[str, Any]:
-        channel = self.client.iopub_channel
-        socket = getattr(channel, "socket", None)
-        if not isinstance(socket, zmq.Socket):  # a gateway kernel's channel: no ZMQ socket
-            while True:
-                msg = await channel.get_msg(timeout=None)
-                if self.iopub_types is None or msg["msg_type"] in self.iopub_types:
-                    return msg  # type: ignore[no-any-return]
-        if self._iopub_raw is None:
-            # A blocking view of the same socket: drain every message that is ready without a
-            # future per message, then wait (once) for more.
-            self._iopub_raw = zmq.Socket.shadow(socket.underlying)
-        while not self._iopub_ready:
-            await socket.poll(timeout=round(WAKEUP_GUARD * 1000), flags=zmq.POLLIN)
-            self._drain_iopub(self._iopub_raw)
-        return self._iopub_ready.popleft()
-
-    def _drain_iopub(self, socket: zmq.Socket[Any]) -> None:
-        for _ in range(MAX_DRAIN):
-            try:
-                parts = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            msg = self._parse(parts)
-            if msg is not None:
-                self._iopub_ready.append(msg)
-
-    def _parse(self, parts: list[zmq.Frame]) -> dict[str, Any] | None:
-        """A message dict as ``Session.deserialize`` makes, or None for a type not wanted.
-
-        The header is read first and unwanted messages are dropped unverified (they are never
-        acted on); wanted ones are verified as jupyter_client does. Dates are left as the
-        strings they are (the bridge reads none), and buffers are zero-copy views of the frames.
-        """
-        session = self.client.session
-        _, parts = session.feed_identities(parts, copy=False)
-        if len(parts) < HEAD_PARTS:
-            raise KernelFault(f"malformed iopub message of {len(parts)} parts")
-        head = [part.bytes for part in parts[:HEAD_PARTS]]
-        header = session.unpack(head[1])
-        msg_type = header["msg_type"]
-        if self.iopub_types is not None and msg_type not in self.iopub_types:
-            return None
-        if session.auth is not None and not compare_digest(head[0], session.sign(head[1:])):
-            raise KernelFault("iopub message with an invalid signature")
-        return {
-            "header": header,
-            "msg_id": header["msg_id"],
-            "msg_type": msg_type,
-            "parent_header": session.unpack(head[2]),
-            "metadata": session.unpack(head[3]),
-            "content": session.unpack(head[4]),
-            "buffers": [part.buffer for part in parts[HEAD_PARTS:]],
-        }
-
-    async def next_shell(self) -> dict[str, Any]:
-        while True:
-            try:
-                msg: dict[str, Any] = await self.client.shell_channel.get_msg(timeout=WAKEUP_GUARD)
-            except Empty:
-                continue
-            return msg
-
-    def send(
+    def call_with_stream(
         self,
-        msg_type: str,
-        content: dict[str, Any],
-        metadata: dict[str, Any] | None = None,
-        buffers: Buffers = (),
-        subshell_id: str | None = None,
-    ) -> str:
-        msg = self.client.session.msg(msg_type, content, metadata=metadata)
-        if subshell_id is not None:
-            msg["header"]["subshell_id"] = subshell_id  # JEP 91
-        if buffers:
-            msg["buffers"] = list(buffers)
-        self.client.shell_channel.send(msg)
-        return msg["header"]["msg_id"]
+        name: str,
+        stream: Any,
+        *args: Any,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        to: str = ANY,
+    ) -> asyncio.Task[Any]:
+        """Like :meth:`call`, with binary data (bytes, or an (async) iterable of chunks) first.
 
-    def send_control(self, msg_type: str, content: dict[str, Any]) -> str:
-        msg = self.client.session.msg(msg_type, content)
-        self.client.control_channel.send(msg)
-        return msg["header"]["msg_id"]
+        The data travels as one comm buffer; the client's handler receives a ``Uint8Array``.
+        """
 
-    async def control_request(
-        self, msg_type: str, content: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
-        msg_id = self.send_control(msg_type, content)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        async def joined() -> Any:
+            data = await join_async_stream(stream)
+            return await self._route(CALL, name, (data, *args), timeout, to)
+
+        return asyncio.ensure_future(joined())
+
+    def echo(
+        self, *args: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY
+    ) -> asyncio.Task[Any]:
+        """The arguments back from a client, as a list: checks that they survive the trip."""
+        return self._start(ECHO, None, args, timeout, to)
+
+    def pipe(
+        self, stream: Any, timeout: float | None = DEFAULT_TIMEOUT, to: str = ANY
+    ) -> asyncio.Task[Any]:
+        """Binary data to a client and back (as bytes): checks the binary path."""
+
+        async def joined() -> Any:
+            data = await join_async_stream(stream)
+            return await self._route(PIPE, None, (data,), timeout, to)
+
+        return asyncio.ensure_future(joined())
+
+    def close(self) -> None:
+        """Stop being a comm target; close every client's comm (their sockets close with 1000)."""
+        if self.closed:
+            return
+        self.closed = True
+        if getattr(self._comm_manager, "targets", {}).get(self.name) == self._on_open:
+            self._comm_manager.unregister_target(self.name, self._on_open)  # not a newer channel's
+        for peer in list(self._peers.values()):
+            peer.comm.close()
+            self._leave(peer.id)
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _start(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None, to: str
+    ) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(self._route(kind, name, args, timeout, to))
+
+    async def _route(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None, to: str
+    ) -> Any:
+        if self.closed:
+            raise ConnectionLost(f"channel {self.name!r} is closed")
+        if not isinstance(to, str):
+            raise TypeError(f'to must be "any", "all" or a client id, not {to!r}')
+        if to == ALL:
+            return await self._to_all(kind, name, args, timeout)
+        if to == ANY:
+            return await self._to_any(kind, name, args, timeout)
+        peer = self._peers.get(to)
+        if peer is None:
+            raise NoClient(f"client {to!r} is not connected to channel {self.name!r}")
+        return await peer.endpoint.request(kind, name, args, timeout)
+
+    async def _to_any(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
+        """Ask one client; if it leaves before answering, ask the next, within one deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        tried: set[str] = set()
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        while True:
             try:
-                reply = await self.client.control_channel.get_msg(timeout=min(left, WAKEUP_GUARD))
-            except Empty:
+                peer_id = await asyncio.wait_for(self._next_peer(tried), left())
+            except asyncio.TimeoutError:
+                gone = f" ({len(tried)} left before answering)" if tried else ""
+                raise NoClient(f"no client of channel {self.name!r} could answer{gone}") from None
+            tried.add(peer_id)
+            try:  # what is left of the deadline once a client was found
+                return await self._peers[peer_id].endpoint.request(kind, name, args, left())
+            except ConnectionLost:
                 continue
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return reply  # type: ignore[no-any-return]
-        raise KernelTimeout(f"no reply to {msg_type} within {timeout} s")
 
-    def stop(self) -> None:
-        # jupyter_client closes its sockets with linger 0, dropping what is still queued (a
-        # comm_close, a delete_subshell_request): close ours first, letting that go out.
-        channels = [self.client.shell_channel]
-        if self.control:
-            channels.append(self.client.control_channel)
-        for channel in channels:
-            socket = getattr(channel, "socket", None)
-            if isinstance(socket, zmq.Socket) and not socket.closed:
-                socket.close(linger=STOP_LINGER_MS)
-        self.client.stop_channels()
+    async def _to_all(
+        self, kind: str, name: str | None, args: tuple[Any, ...], timeout: float | None
+    ) -> dict[str, Any]:
+        peers = list(self._peers.values())
+        results = await asyncio.gather(
+            *(peer.endpoint.request(kind, name, args, timeout) for peer in peers),
+            return_exceptions=True,
+        )
+        return {peer.id: result for peer, result in zip(peers, results, strict=True)}
+
+    async def _next_peer(self, tried: set[str]) -> str:
+        """A connected client not in ``tried``, waiting for one to arrive if need be."""
+        while True:
+            for peer_id in self._peers:
+                if peer_id not in tried:
+                    return peer_id
+            arrival = asyncio.get_running_loop().create_future()
+            self._arrivals.add(arrival)
+            try:
+                await arrival
+            finally:
+                self._arrivals.discard(arrival)
+
+    # -- the comms ---------------------------------------------------------------------------
+
+    def _on_open(self, comm: Any, open_msg: Mapping[str, Any]) -> None:
+        who = (open_msg.get("metadata") or {}).get(TRANSPORTS_KEY) or {}
+        peer_id = str(who.get(CLIENT_KEY) or comm.comm_id)  # a frontend without the bridge
+        endpoint = Endpoint(
+            lambda data, buffers: comm.send(data, buffers=buffers),
+            lambda: self.handler,
+            on_call=functools.partial(self._caller.set, peer_id),  # who calls, for a handler
+            batch=self.batch,
+        )
+        self._peers[peer_id] = Peer(peer_id, who.get(USER_KEY), comm, endpoint)
+        comm.on_msg(lambda msg: endpoint.receive(msg["content"]["data"], msg.get("buffers") or ()))
+        comm.on_close(lambda msg: self._leave(peer_id))
+        for arrival in self._arrivals:
+            if not arrival.done():
+                arrival.set_result(None)
+
+    def _leave(self, peer_id: str) -> None:
+        peer = self._peers.pop(peer_id, None)
+        if peer is not None:
+            peer.endpoint.close(ConnectionLost(f"client {peer_id} left channel {self.name!r}"))

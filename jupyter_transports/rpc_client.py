@@ -22,7 +22,7 @@ __all__ = ["Channel", "ConnectionLost", "RemoteError"]
 
 
 class Channel:
-    """One client's RPC channel to the kernel's ``kernel_channel.Channel`` of the same name."""
+    """One client's RPC channel to the kernel's ``kernel.Channel`` of the same name."""
 
     def __init__(
         self,

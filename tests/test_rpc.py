@@ -34,7 +34,7 @@ KERNEL_CHANNEL = """
 import asyncio
 import subprocess
 import sys
-from jupyter_transports.kernel_channel import Channel
+from jupyter_transports.kernel import Channel
 
 class Handler:
     def add(self, a, b):
@@ -548,7 +548,7 @@ def test_no_client_is_a_connection_error():
 
 def test_kernel_side_imports_neither_jupyter_server_nor_tornado():
     code = (
-        "import sys, jupyter_transports.kernel_channel\n"
+        "import sys, jupyter_transports.kernel\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jupyter_server', 'tornado', 'zmq'}))"
     )
     out = subprocess.run(

@@ -391,7 +391,7 @@ function errorInfo(error) {
 }
 
 /**
- * An RPC channel with the kernel's `kernel_channel.Channel` of the same name (jupyter-jchannel's
+ * An RPC channel with the kernel's `kernel.Channel` of the same name (jupyter-jchannel's
  * shape): `call`, `callWithStream`, `echo`, `pipe`, and a `handler` whose methods the kernel
  * calls. Binary values (typed arrays, ArrayBuffers) travel as comm buffers; they arrive as
  * Uint8Array. After a dropped socket the channel comes back by itself; calls pending at the

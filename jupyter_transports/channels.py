@@ -1,0 +1,227 @@
+"""The bridge's view of a kernel: one jupyter_client kernel client, seen through a small protocol.
+
+The bridge relies only on what jupyter_server's gateway kernel client offers too (channels with
+``get_msg`` and ``send``, the client's ``session``), so kernels behind a gateway work the same
+way as local ones. For local kernels, iopub is read straight from its ZMQ socket (the fast path:
+unwanted messages are dropped after their header), and control serves kernel subshells.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import Collection
+from hmac import compare_digest
+from queue import Empty
+from typing import Any, Protocol
+
+import zmq
+
+from .errors import KernelFault, KernelTimeout
+from .framing import Buffers
+
+KERNEL_INFO_REQUEST = "kernel_info_request"
+COMM_INFO_REQUEST = "comm_info_request"
+STATUS = "status"
+NUDGE_INTERVAL = 0.5  # seconds between kernel_info_requests while waiting for iopub
+# pyzmq's asyncio sockets can miss the wakeup for a message that is already there (the ZMQ file
+# descriptor is edge-triggered, and a send on the same socket can consume the edge): the reply
+# then sits in the socket until something else happens on it. Every wait is cut into slices
+# this long, and each new wait looks at the socket first, so such a message waits one slice at
+# most instead of forever.
+WAKEUP_GUARD = 0.1  # seconds
+STOP_LINGER_MS = 100  # ms that what was sent just before stop() may take to go out
+MAX_DRAIN = 256  # iopub messages read in one go before other work gets a turn
+HEAD_PARTS = 5  # signature, header, parent header, metadata, content; buffers follow
+
+
+class KernelChannels(Protocol):
+    """What the bridge needs of a kernel: send on shell, receive from iopub and shell."""
+
+    async def start(self, timeout: float) -> None:
+        """Connect, and return once iopub is known to deliver (or raise :class:`KernelTimeout`)."""
+
+    async def next_iopub(self) -> dict[str, Any]:
+        """The next message broadcast by the kernel."""
+
+    async def next_shell(self) -> dict[str, Any]:
+        """The next reply to a request this bridge sent."""
+
+    def send(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        buffers: Buffers = (),
+        subshell_id: str | None = None,
+    ) -> str:
+        """Send a request on the shell channel (to a kernel subshell if given); its message id."""
+
+    def send_control(self, msg_type: str, content: dict[str, Any]) -> str:
+        """Send a request on the control channel; return its message id."""
+
+    async def control_request(
+        self, msg_type: str, content: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        """Send a control request and await its reply (:class:`KernelTimeout` after ``timeout``)."""
+
+    def stop(self) -> None:
+        """Close the channels (what was sent just before still goes out)."""
+
+
+class ClientChannels:
+    """:class:`KernelChannels` over a ``jupyter_client`` kernel client (``km.client()``).
+
+    ``iopub_types``, if given, are the only iopub message types :meth:`next_iopub` returns. Over
+    ZMQ the others are then dropped after reading their header alone: a kernel publishes two
+    ``status`` messages for every request, and fully deserializing them (JSON of every part,
+    dates parsed with dateutil) cost the bridge more than the comm messages it routes.
+    """
+
+    def __init__(
+        self, client: Any, iopub_types: Collection[str] | None = None, *, control: bool = False
+    ) -> None:
+        self.client = client
+        self.control = control  # whether to open the control channel (for subshell requests)
+        self.iopub_types = None if iopub_types is None else frozenset(iopub_types)
+        self._iopub_ready: deque[dict[str, Any]] = deque()
+        self._iopub_raw: zmq.Socket[Any] | None = None
+
+    async def start(self, timeout: float) -> None:
+        started = self.client.start_channels(
+            shell=True, iopub=True, stdin=False, hb=False, control=self.control
+        )
+        if inspect.isawaitable(started):  # the gateway client starts asynchronously
+            await started
+        try:
+            await asyncio.wait_for(self._nudge(), timeout)
+        except asyncio.TimeoutError:
+            raise KernelTimeout(f"the kernel did not answer within {timeout} s") from None
+
+    async def _nudge(self) -> None:
+        """Send kernel_info_requests until iopub shows a status caused by one of them.
+
+        An iopub subscription takes effect some time after it is made; messages the kernel
+        publishes before then are lost. jupyter_server nudges its own kernel sockets the same way.
+        """
+        while True:
+            msg_id = self.send(KERNEL_INFO_REQUEST, {})
+            deadline = asyncio.get_running_loop().time() + NUDGE_INTERVAL
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    msg = await self.client.iopub_channel.get_msg(timeout=left)
+                except Empty:
+                    break
+                if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") == msg_id:
+                    return
+
+    async def next_iopub(self) -> dict[str, Any]:
+        channel = self.client.iopub_channel
+        socket = getattr(channel, "socket", None)
+        if not isinstance(socket, zmq.Socket):  # a gateway kernel's channel: no ZMQ socket
+            while True:
+                msg = await channel.get_msg(timeout=None)
+                if self.iopub_types is None or msg["msg_type"] in self.iopub_types:
+                    return msg  # type: ignore[no-any-return]
+        if self._iopub_raw is None:
+            # A blocking view of the same socket: drain every message that is ready without a
+            # future per message, then wait (once) for more.
+            self._iopub_raw = zmq.Socket.shadow(socket.underlying)
+        while not self._iopub_ready:
+            await socket.poll(timeout=round(WAKEUP_GUARD * 1000), flags=zmq.POLLIN)
+            self._drain_iopub(self._iopub_raw)
+        return self._iopub_ready.popleft()
+
+    def _drain_iopub(self, socket: zmq.Socket[Any]) -> None:
+        for _ in range(MAX_DRAIN):
+            try:
+                parts = socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            msg = self._parse(parts)
+            if msg is not None:
+                self._iopub_ready.append(msg)
+
+    def _parse(self, parts: list[zmq.Frame]) -> dict[str, Any] | None:
+        """A message dict as ``Session.deserialize`` makes, or None for a type not wanted.
+
+        The header is read first and unwanted messages are dropped unverified (they are never
+        acted on); wanted ones are verified as jupyter_client does. Dates are left as the
+        strings they are (the bridge reads none), and buffers are zero-copy views of the frames.
+        """
+        session = self.client.session
+        _, parts = session.feed_identities(parts, copy=False)
+        if len(parts) < HEAD_PARTS:
+            raise KernelFault(f"malformed iopub message of {len(parts)} parts")
+        head = [part.bytes for part in parts[:HEAD_PARTS]]
+        header = session.unpack(head[1])
+        msg_type = header["msg_type"]
+        if self.iopub_types is not None and msg_type not in self.iopub_types:
+            return None
+        if session.auth is not None and not compare_digest(head[0], session.sign(head[1:])):
+            raise KernelFault("iopub message with an invalid signature")
+        return {
+            "header": header,
+            "msg_id": header["msg_id"],
+            "msg_type": msg_type,
+            "parent_header": session.unpack(head[2]),
+            "metadata": session.unpack(head[3]),
+            "content": session.unpack(head[4]),
+            "buffers": [part.buffer for part in parts[HEAD_PARTS:]],
+        }
+
+    async def next_shell(self) -> dict[str, Any]:
+        while True:
+            try:
+                msg: dict[str, Any] = await self.client.shell_channel.get_msg(timeout=WAKEUP_GUARD)
+            except Empty:
+                continue
+            return msg
+
+    def send(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        buffers: Buffers = (),
+        subshell_id: str | None = None,
+    ) -> str:
+        msg = self.client.session.msg(msg_type, content, metadata=metadata)
+        if subshell_id is not None:
+            msg["header"]["subshell_id"] = subshell_id  # JEP 91
+        if buffers:
+            msg["buffers"] = list(buffers)
+        self.client.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def send_control(self, msg_type: str, content: dict[str, Any]) -> str:
+        msg = self.client.session.msg(msg_type, content)
+        self.client.control_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    async def control_request(
+        self, msg_type: str, content: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        msg_id = self.send_control(msg_type, content)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                reply = await self.client.control_channel.get_msg(timeout=min(left, WAKEUP_GUARD))
+            except Empty:
+                continue
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply  # type: ignore[no-any-return]
+        raise KernelTimeout(f"no reply to {msg_type} within {timeout} s")
+
+    def stop(self) -> None:
+        # jupyter_client closes its sockets with linger 0, dropping what is still queued (a
+        # comm_close, a delete_subshell_request): close ours first, letting that go out.
+        channels = [self.client.shell_channel]
+        if self.control:
+            channels.append(self.client.control_channel)
+        for channel in channels:
+            socket = getattr(channel, "socket", None)
+            if isinstance(socket, zmq.Socket) and not socket.closed:
+                socket.close(linger=STOP_LINGER_MS)
+        self.client.stop_channels()
