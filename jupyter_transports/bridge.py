@@ -204,13 +204,7 @@ class KernelBridge:
     async def request(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
         """Send a shell request and await its reply, at most ``kernel_timeout`` seconds."""
         msg_id = self.channels.send(msg_type, content)
-        reply = self._replies[msg_id] = asyncio.get_running_loop().create_future()
-        try:
-            return await asyncio.wait_for(reply, self.kernel_timeout)
-        except asyncio.TimeoutError:
-            raise KernelTimeout(f"no {msg_type} reply within {self.kernel_timeout} s") from None
-        finally:
-            self._replies.pop(msg_id, None)
+        return await self._answer(self._replies, msg_id, f"no {msg_type} reply")
 
     async def settled(self, msg_id: str) -> None:
         """Return once the kernel has handled the request ``msg_id`` (its iopub ``status: idle``).
@@ -218,15 +212,17 @@ class KernelBridge:
         Await it right after sending, with no other ``await`` between, so the status cannot be
         missed. Raises :class:`~.errors.KernelTimeout` after ``kernel_timeout`` seconds.
         """
-        done = self._idle[msg_id] = asyncio.get_running_loop().create_future()
+        await self._answer(self._idle, msg_id, "the kernel did not handle the request")
+
+    async def _answer(self, waiting: dict[str, asyncio.Future[Any]], msg_id: str, late: str) -> Any:
+        """What the readers resolve ``waiting[msg_id]`` with; :class:`KernelTimeout` if late."""
+        answer = waiting[msg_id] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(done, self.kernel_timeout)
+            return await asyncio.wait_for(answer, self.kernel_timeout)
         except asyncio.TimeoutError:
-            raise KernelTimeout(
-                f"the kernel did not handle the request within {self.kernel_timeout} s"
-            ) from None
+            raise KernelTimeout(f"{late} within {self.kernel_timeout} s") from None
         finally:
-            self._idle.pop(msg_id, None)
+            waiting.pop(msg_id, None)
 
     async def refresh_comms(self) -> dict[str, Any]:
         """Ask the kernel which comms it has; learn those the bridge had not seen opening."""

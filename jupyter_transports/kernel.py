@@ -198,6 +198,7 @@ class Channel:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         tried: set[str] = set()
+
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
