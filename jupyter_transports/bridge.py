@@ -337,9 +337,10 @@ class KernelBridge:
         self.closed = True
         for task in self._tasks:
             task.cancel()
-        for pending in (*self._replies.values(), *self._idle.values()):
-            if not pending.done():
-                pending.set_exception(KernelFault("the bridge to the kernel closed"))
+        for waiting in (self._replies, self._idle):
+            for pending in waiting.values():
+                if not pending.done():
+                    pending.set_exception(KernelFault("the bridge to the kernel closed"))
         if self.subshell_id is not None:  # its thread would outlive the bridge in the kernel
             self.channels.send_control(DELETE_SUBSHELL_REQUEST, {"subshell_id": self.subshell_id})
         self.channels.stop()

@@ -17,6 +17,7 @@ from queue import Empty
 from typing import Any, Protocol
 
 import zmq
+import zmq.asyncio
 
 from .errors import KernelFault, KernelTimeout
 from .framing import Buffers
@@ -119,7 +120,7 @@ class ClientChannels:
     async def next_iopub(self) -> dict[str, Any]:
         channel = self.client.iopub_channel
         socket = getattr(channel, "socket", None)
-        if not isinstance(socket, zmq.Socket):  # a gateway kernel's channel: no ZMQ socket
+        if not isinstance(socket, zmq.asyncio.Socket):  # a gateway kernel's channel: no ZMQ
             while True:
                 msg = await channel.get_msg(timeout=None)
                 if self.iopub_types is None or msg["msg_type"] in self.iopub_types:
@@ -129,7 +130,7 @@ class ClientChannels:
             # future per message, then wait (once) for more.
             self._iopub_raw = zmq.Socket.shadow(socket.underlying)
         while not self._iopub_ready:
-            await socket.poll(timeout=round(WAKEUP_GUARD * 1000), flags=zmq.POLLIN)
+            await socket.poll(timeout=round(WAKEUP_GUARD * 1000))  # for input
             self._drain_iopub(self._iopub_raw)
         return self._iopub_ready.popleft()
 

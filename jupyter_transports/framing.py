@@ -126,10 +126,9 @@ def unpack_binary(frame: bytes, *, copy: bool = True) -> tuple[bytes, list[bytes
     offsets = [*struct.unpack_from(f"!{n}I", view, 4), len(view)]
     if offsets[0] < header_end or any(a > b for a, b in pairwise(offsets)):
         raise BadFrame("binary frame offsets are out of order or out of range")
-    parts = [view[start:stop] for start, stop in pairwise(offsets)]
-    if copy:
-        parts = [bytes(part) for part in parts]
-    return parts[0], parts[1:]  # type: ignore[return-value]
+    views = [view[start:stop] for start, stop in pairwise(offsets)]
+    parts: list[Any] = [bytes(part) for part in views] if copy else views
+    return parts[0], parts[1:]
 
 
 def decode_frame(frame: Frame, mode: FrameMode, *, copy: bool = True) -> tuple[Any, list[bytes]]:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from .bridge import KernelBridge
 from .errors import BadFrame, BadRequest, CloseCode, CommNotFound, KernelTimeout, TooLarge
@@ -95,7 +95,7 @@ def parse_body(body: bytes, defaults: dict[str, Any], *, max_bytes: int) -> dict
     return fields
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

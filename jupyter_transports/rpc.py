@@ -38,6 +38,7 @@ import itertools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 RPC_KEY = "rpc"
@@ -348,7 +349,11 @@ class Outbox:
             return
         if inspect.isawaitable(sent):
             task = asyncio.ensure_future(sent)
-            task.add_done_callback(lambda t: t.cancelled() or self._sent(items, t.exception()))
+            task.add_done_callback(partial(self._sent_task, items))
+
+    def _sent_task(self, items: list[Queued], task: asyncio.Future[Any]) -> None:
+        if not task.cancelled():
+            self._sent(items, task.exception())
 
     def _sent(self, items: list[Queued], error: BaseException | None) -> None:
         if error is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -191,7 +192,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if len(frames) > 1 and sum(map(len, frames)) <= COALESCE_BYTES:
             frames = [b"".join(frames)]
         for data in frames:
-            if not self._write(lambda data=data: stream.write(data), len(data)):
+            if not self._write(partial(stream.write, data), len(data)):
                 return
 
     def _write(self, write: Callable[[], object], size: int) -> bool:
