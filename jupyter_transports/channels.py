@@ -111,7 +111,7 @@ class ClientChannels:
             deadline = asyncio.get_running_loop().time() + NUDGE_INTERVAL
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 try:
-                    msg = await self.client.iopub_channel.get_msg(timeout=left)
+                    msg = await _next_msg(self.client.iopub_channel, left)
                 except Empty:
                     break
                 if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") == msg_id:
@@ -173,12 +173,7 @@ class ClientChannels:
         }
 
     async def next_shell(self) -> dict[str, Any]:
-        while True:
-            try:
-                msg: dict[str, Any] = await self.client.shell_channel.get_msg(timeout=WAKEUP_GUARD)
-            except Empty:
-                continue
-            return msg
+        return await _next_msg(self.client.shell_channel)
 
     def send(
         self,
@@ -206,14 +201,14 @@ class ClientChannels:
     ) -> dict[str, Any]:
         msg_id = self.send_control(msg_type, content)
         deadline = asyncio.get_running_loop().time() + timeout
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        while True:
             try:
-                reply = await self.client.control_channel.get_msg(timeout=min(left, WAKEUP_GUARD))
+                left = deadline - asyncio.get_running_loop().time()
+                reply = await _next_msg(self.client.control_channel, left)
             except Empty:
-                continue
+                raise KernelTimeout(f"no reply to {msg_type} within {timeout} s") from None
             if reply["parent_header"].get("msg_id") == msg_id:
-                return reply  # type: ignore[no-any-return]
-        raise KernelTimeout(f"no reply to {msg_type} within {timeout} s")
+                return reply
 
     def stop(self) -> None:
         # jupyter_client closes its sockets with linger 0, dropping what is still queued (a
@@ -226,3 +221,20 @@ class ClientChannels:
             if isinstance(socket, zmq.Socket) and not socket.closed:
                 socket.close(linger=STOP_LINGER_MS)
         self.client.stop_channels()
+
+
+async def _next_msg(channel: Any, timeout: float | None = None) -> dict[str, Any]:
+    """The channel's next message within ``timeout`` seconds (None: no limit), else :class:`Empty`.
+
+    It waits in slices of ``WAKEUP_GUARD``, each of which looks at the socket anew (see there).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        left = WAKEUP_GUARD if deadline is None else min(WAKEUP_GUARD, deadline - loop.time())
+        if left <= 0:
+            raise Empty
+        try:
+            return await channel.get_msg(timeout=left)  # type: ignore[no-any-return]
+        except Empty:
+            continue
