@@ -179,16 +179,20 @@ class OutgoingFrame:
         return dumps(self.data)
 
     @cached_property
+    def _parts(self) -> list[bytes]:
+        """The binary frame's pieces (offset table, JSON, buffers), not yet joined."""
+        return _binary_parts(self._json.encode("utf-8"), self.buffers)
+
+    @cached_property
     def _binary(self) -> bytes:
-        return pack_binary(self._json.encode("utf-8"), self.buffers)
+        return b"".join(self._parts)
 
     @cached_property
     def size(self) -> int:
         """Bytes of the default-mode frame's payload (for the traffic counters)."""
         if not self.buffers:
             return utf8_size(self._json)
-        parts = len(self.buffers) + 1
-        return 4 * (parts + 1) + utf8_size(self._json) + sum(len(b) for b in self.buffers)
+        return sum(len(part) for part in self._parts)
 
     @cached_property
     def _wire_json(self) -> bytes:
@@ -200,9 +204,7 @@ class OutgoingFrame:
 
     @cached_property
     def _wire_binary(self) -> bytes:
-        parts = _binary_parts(self._json.encode("utf-8"), self.buffers)
-        length = sum(len(part) for part in parts)
-        return b"".join([websocket_header(OPCODE_BINARY, length), *parts])
+        return b"".join([websocket_header(OPCODE_BINARY, self.size), *self._parts])
 
     def for_mode(self, mode: FrameMode) -> Frame:
         """The frame a socket in ``mode`` receives."""
