@@ -32,7 +32,7 @@ from .channels import (
     ClientChannels,
     KernelChannels,
 )
-from .errors import CloseCode, KernelFault, KernelTimeout
+from .errors import CloseCode, CommNotFound, KernelFault, KernelTimeout
 from .framing import Buffers, OutgoingFrame
 from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
 from .stats import KernelStats
@@ -147,9 +147,11 @@ class KernelBridge:
         )
         return msg_id
 
-    async def has_comm(self, comm_id: str) -> bool:
-        """Whether the kernel has this comm, asking it if the bridge has not seen the comm open."""
-        return comm_id in self.router.comms or comm_id in await self.refresh_comms()
+    async def require_comm(self, comm_id: str) -> None:
+        """:class:`CommNotFound` unless the kernel has this comm (asked if the bridge has not
+        seen the comm open)."""
+        if comm_id not in self.router.comms and comm_id not in await self.refresh_comms():
+            raise CommNotFound(f"no comm {comm_id} in this kernel")
 
     def attach(self, client: Client, sink: Sink) -> None:
         """Subscribe ``client`` to an existing comm (:class:`~.errors.CommNotFound` if unknown)."""

@@ -24,7 +24,7 @@ from tornado.iostream import IOStream, StreamBufferFullError
 
 from . import rest, sse
 from .bridge import KernelBridge
-from .errors import CloseCode, CommNotFound
+from .errors import CloseCode
 from .framing import OutgoingFrame, dumps
 from .router import Client
 from .websocket import (
@@ -163,8 +163,7 @@ class EventsHandler(TransportsAPIHandler):
         self.ended = asyncio.Event()
         self.client = self.new_client(comm_id, can_send=False)
         async with self.bridge(kernel_id) as bridge:
-            if not await bridge.has_comm(comm_id):
-                raise CommNotFound(f"no comm {comm_id} in this kernel")
+            await bridge.require_comm(comm_id)
             self.set_header("Content-Type", sse.CONTENT_TYPE)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold events back

@@ -157,8 +157,7 @@ async def send(
     size: int,
 ) -> list[Any]:
     """Send one message on ``client.comm_id``; the first ``count`` replies to it within ``wait``."""
-    if not await bridge.has_comm(client.comm_id):
-        raise CommNotFound(f"no comm {client.comm_id} in this kernel")
+    await bridge.require_comm(client.comm_id)
     bridge.post(client, collector, data, count=count, size=size)
     if count == 0:
         return []
@@ -171,8 +170,7 @@ async def send(
 
 async def close_comm(bridge: KernelBridge, comm_id: str) -> None:
     """Close a comm, and return once the kernel has handled the comm_close."""
-    if not await bridge.has_comm(comm_id):
-        raise CommNotFound(f"no comm {comm_id} in this kernel")
+    await bridge.require_comm(comm_id)
     await bridge.settled(bridge.close_comm(comm_id))
 
 

@@ -276,8 +276,7 @@ class AttachHandler(CommSocketHandler):
         await self.upgrade(kernel_id, comm_id, check=self.check_comm)
 
     async def check_comm(self, bridge: KernelBridge) -> None:
-        if not await bridge.has_comm(self.client.comm_id):
-            raise web.HTTPError(404, f"no comm {self.client.comm_id} in this kernel")
+        await bridge.require_comm(self.client.comm_id)
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)
