@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Instance, Int, List, Unicode, default
+from traitlets import Bool, Float, Instance, Int, List, Unicode, default
 
 from . import metrics
 from .bridge import BridgeManager
@@ -64,6 +64,15 @@ class TransportsExtension(ExtensionApp):
         Kernels without subshells serve every comm on their main shell. Empty by default.""",
     )
 
+    record_kernel_activity = Bool(
+        True,
+        config=True,
+        help="""While a kernel is bridged, keep jupyter_server's record of its activity
+        (``last_activity``, ``execution_state``) from the messages the bridge reads, and pause
+        jupyter_server's own iopub subscriber, which deserializes every message a second time.
+        False leaves that subscriber running.""",
+    )
+
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
     metrics_collector = Instance(
         metrics.TransportsCollector,
@@ -84,6 +93,7 @@ class TransportsExtension(ExtensionApp):
             log=self.log,
             event_logger=self.serverapp.event_logger,
             subshell_targets=self.subshell_targets,
+            record_activity=self.record_kernel_activity,
         )
         self.metrics_collector = metrics.register(self.bridges.status)
 

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+from .activity import ActivityRecorder
 from .channels import (
     COMM_INFO_REQUEST,
     KERNEL_INFO_REQUEST,
@@ -371,10 +372,13 @@ class BridgeManager:
         log: logging.Logger,
         event_logger: Any = None,
         subshell_targets: Collection[str] = (),
+        record_activity: bool = True,
     ) -> None:
         self.kernel_manager = kernel_manager
         self.kernel_timeout = kernel_timeout
         self.subshell_targets = frozenset(subshell_targets)
+        self.record_activity = record_activity
+        self._recorders: dict[str, ActivityRecorder] = {}  # kernels whose activity bridges record
         self.log = log
         self.bridges: dict[str, KernelBridge] = {}
         self.stats: dict[str, KernelStats] = {}
@@ -444,6 +448,11 @@ class BridgeManager:
             raise KernelFault(f"kernel {kernel_id} went away while the bridge started")
         self.bridges[kernel_id] = bridge
         self._watch(kernel_id, bridge, add=True)
+        if self.record_activity:
+            recorder = ActivityRecorder(self.kernel_manager, kernel_id, session.unpack, self.log)
+            if recorder.take_over():
+                channels.observe_iopub = recorder.record
+                self._recorders[kernel_id] = recorder
         self.log.debug("Bridge to kernel %s started", kernel_id)
         return bridge
 
@@ -451,6 +460,9 @@ class BridgeManager:
         if self.bridges.get(bridge.kernel_id) is bridge:
             del self.bridges[bridge.kernel_id]
             self._watch(bridge.kernel_id, bridge, add=False)
+            recorder = self._recorders.pop(bridge.kernel_id, None)
+            if recorder is not None:
+                recorder.hand_back()
             self.log.debug("Bridge to kernel %s closed", bridge.kernel_id)
 
     def _watch(self, kernel_id: str, bridge: KernelBridge, *, add: bool) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from hmac import compare_digest
 from queue import Empty
 from typing import Any, Protocol
 
 import zmq
-import zmq.asyncio
+from jupyter_server.gateway.managers import GatewayKernelClient
+from tornado.ioloop import IOLoop
 
 from .errors import KernelFault, KernelTimeout
 from .framing import Buffers
@@ -74,10 +75,16 @@ class KernelChannels(Protocol):
 class ClientChannels:
     """:class:`KernelChannels` over a ``jupyter_client`` kernel client (``km.client()``).
 
-    ``iopub_types``, if given, are the only iopub message types :meth:`next_iopub` returns. Over
-    ZMQ the others are then dropped after reading their header alone: a kernel publishes two
-    ``status`` messages for every request, and fully deserializing them (JSON of every part,
-    dates parsed with dateutil) cost the bridge more than the comm messages it routes.
+    ``iopub_types``, if given, are the only iopub message types :meth:`next_iopub` returns
+    (besides ``status``, which :meth:`start` waits for). For a local kernel, iopub is a ZMQ
+    socket of the bridge's own, drained whenever it is readable (no future per message), and the
+    other types are dropped after reading their headers alone: a kernel publishes two ``status``
+    messages for every request, and fully deserializing them (JSON of every part, dates parsed
+    with dateutil) cost the bridge more than the comm messages it routes. A gateway kernel's
+    iopub comes through its client's channel.
+
+    ``observe_iopub``, if set, sees every iopub message read over ZMQ, wanted or not, unverified:
+    its type, its parent's type, and its content still packed.
     """
 
     def __init__(
@@ -85,13 +92,19 @@ class ClientChannels:
     ) -> None:
         self.client = client
         self.control = control  # whether to open the control channel (for subshell requests)
-        self.iopub_types = None if iopub_types is None else frozenset(iopub_types)
-        self._iopub_ready: deque[dict[str, Any]] = deque()
-        self._iopub_raw: zmq.Socket[Any] | None = None
+        self.iopub_types = None if iopub_types is None else frozenset(iopub_types) | {STATUS}
+        self.observe_iopub: Callable[[str, str | None, bytes], None] | None = None
+        self._local = not isinstance(client, GatewayKernelClient)
+        self._iopub_socket: zmq.Socket[Any] | None = None  # local kernels: our subscriber
+        self._iopub: zmq.Socket[Any] | None = None  # a blocking view of it
+        self._iopub_received: deque[list[zmq.Frame]] = deque()
+        self._iopub_wake: asyncio.Future[None] | None = None
 
     async def start(self, timeout: float) -> None:
+        if self._local:
+            self._open_iopub()
         started = self.client.start_channels(
-            shell=True, iopub=True, stdin=False, hb=False, control=self.control
+            shell=True, iopub=not self._local, stdin=False, hb=False, control=self.control
         )
         if inspect.isawaitable(started):  # the gateway client starts asynchronously
             await started
@@ -99,6 +112,33 @@ class ClientChannels:
             await asyncio.wait_for(self._nudge(), timeout)
         except asyncio.TimeoutError:
             raise KernelTimeout(f"the kernel did not answer within {timeout} s") from None
+
+    def _open_iopub(self) -> None:
+        # A socket made by jupyter_client, its asyncio API unused: read without blocking by a
+        # handler of our own on the event loop.
+        self._iopub_socket = self.client.connect_iopub()
+        self._iopub = zmq.Socket.shadow(self._iopub_socket.underlying)
+        IOLoop.current().add_handler(self._iopub.FD, self._on_iopub, IOLoop.READ)
+        self._on_iopub()  # what came before the handler
+
+    def _on_iopub(self, *_: Any) -> None:
+        """Receive what is ready, up to ``MAX_DRAIN`` messages, and wake :meth:`next_iopub`.
+
+        ZMQ's descriptor signals again only once the socket has been read empty, so a batch that
+        stops short reschedules itself.
+        """
+        socket = self._iopub
+        if socket is None or socket.closed:
+            return
+        for _ in range(MAX_DRAIN):
+            try:
+                self._iopub_received.append(socket.recv_multipart(zmq.NOBLOCK, copy=False))
+            except zmq.Again:
+                break
+        else:
+            IOLoop.current().add_callback(self._on_iopub)
+        if self._iopub_received and self._iopub_wake is not None:
+            _resolve(self._iopub_wake)
 
     async def _nudge(self) -> None:
         """Send kernel_info_requests until iopub shows a status caused by one of them.
@@ -111,43 +151,33 @@ class ClientChannels:
             deadline = asyncio.get_running_loop().time() + NUDGE_INTERVAL
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 try:
-                    msg = await _next_msg(self.client.iopub_channel, left)
-                except Empty:
+                    msg = await asyncio.wait_for(self.next_iopub(), left)
+                except asyncio.TimeoutError:
                     break
                 if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") == msg_id:
                     return
 
     async def next_iopub(self) -> dict[str, Any]:
-        channel = self.client.iopub_channel
-        socket = getattr(channel, "socket", None)
-        if not isinstance(socket, zmq.asyncio.Socket):  # a gateway kernel's channel: no ZMQ
-            while True:
-                msg = await channel.get_msg(timeout=None)
+        while True:
+            if not self._local:
+                msg = await _next_msg(self.client.iopub_channel)
                 if self.iopub_types is None or msg["msg_type"] in self.iopub_types:
-                    return msg  # type: ignore[no-any-return]
-        if self._iopub_raw is None:
-            # A blocking view of the same socket: drain every message that is ready without a
-            # future per message, then wait (once) for more.
-            self._iopub_raw = zmq.Socket.shadow(socket.underlying)
-        while not self._iopub_ready:
-            await socket.poll(timeout=round(WAKEUP_GUARD * 1000))  # for input
-            self._drain_iopub(self._iopub_raw)
-        return self._iopub_ready.popleft()
-
-    def _drain_iopub(self, socket: zmq.Socket[Any]) -> None:
-        for _ in range(MAX_DRAIN):
-            try:
-                parts = socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            msg = self._parse(parts)
-            if msg is not None:
-                self._iopub_ready.append(msg)
+                    return msg
+                continue
+            while not self._iopub_received:
+                self._iopub_wake = asyncio.get_running_loop().create_future()
+                try:
+                    await self._iopub_wake
+                finally:
+                    self._iopub_wake = None
+            parsed = self._parse(self._iopub_received.popleft())
+            if parsed is not None:
+                return parsed
 
     def _parse(self, parts: list[zmq.Frame]) -> dict[str, Any] | None:
         """A message dict as ``Session.deserialize`` makes, or None for a type not wanted.
 
-        The header is read first and unwanted messages are dropped unverified (they are never
+        The headers are read first and unwanted messages are dropped unverified (they are never
         acted on); wanted ones are verified as jupyter_client does. Dates are left as the
         strings they are (the bridge reads none), and buffers are zero-copy views of the frames.
         """
@@ -158,6 +188,9 @@ class ClientChannels:
         head = [part.bytes for part in parts[:HEAD_PARTS]]
         header = session.unpack(head[1])
         msg_type = header["msg_type"]
+        parent_header = session.unpack(head[2])
+        if self.observe_iopub is not None:
+            self.observe_iopub(msg_type, parent_header.get("msg_type"), head[4])
         if self.iopub_types is not None and msg_type not in self.iopub_types:
             return None
         if session.auth is not None and not compare_digest(head[0], session.sign(head[1:])):
@@ -166,7 +199,7 @@ class ClientChannels:
             "header": header,
             "msg_id": header["msg_id"],
             "msg_type": msg_type,
-            "parent_header": session.unpack(head[2]),
+            "parent_header": parent_header,
             "metadata": session.unpack(head[3]),
             "content": session.unpack(head[4]),
             "buffers": [part.buffer for part in parts[HEAD_PARTS:]],
@@ -211,6 +244,10 @@ class ClientChannels:
                 return reply
 
     def stop(self) -> None:
+        if self._iopub is not None and self._iopub_socket is not None:
+            IOLoop.current().remove_handler(self._iopub.FD)
+            self._iopub_socket.close(linger=0)
+            self._iopub = self._iopub_socket = None
         # jupyter_client closes its sockets with linger 0, dropping what is still queued (a
         # comm_close, a delete_subshell_request): close ours first, letting that go out.
         channels = [self.client.shell_channel]
@@ -221,6 +258,11 @@ class ClientChannels:
             if isinstance(socket, zmq.Socket) and not socket.closed:
                 socket.close(linger=STOP_LINGER_MS)
         self.client.stop_channels()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _next_msg(channel: Any, timeout: float | None = None) -> dict[str, Any]:

@@ -1,0 +1,80 @@
+"""jupyter_server's record of kernel activity, kept by the bridge while a kernel is bridged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from jupyter_transports.activity import RESOLUTION
+
+from .conftest import TIMEOUT, Kernel, recv
+
+POLL = 0.02  # seconds between looks at the server's kernel model
+
+
+async def kernel_model(jp_fetch: Any, kernel_id: str) -> dict[str, Any]:
+    """The kernel as jupyter_server's REST API shows it."""
+    return json.loads((await jp_fetch("api", "kernels", kernel_id)).body)  # type: ignore[no-any-return]
+
+
+async def until_state(jp_fetch: Any, kernel_id: str, state: str) -> None:
+    async def look() -> None:
+        while (await kernel_model(jp_fetch, kernel_id))["execution_state"] != state:
+            await asyncio.sleep(POLL)
+
+    await asyncio.wait_for(look(), TIMEOUT)
+
+
+def count_activity_stream(jp_serverapp: Any, kernel: Kernel) -> list[Any]:
+    """What jupyter_server's own iopub subscriber for the kernel receives from now on (in place
+    of recording it)."""
+    received: list[Any] = []
+    jp_serverapp.kernel_manager.get_kernel(kernel.id)._activity_stream.on_recv(received.append)
+    return received
+
+
+async def test_bridge_records_activity_and_state(open_comm, kernel, jp_fetch):
+    comm = await open_comm("echo")
+    before = (await kernel_model(jp_fetch, kernel.id))["last_activity"]
+    await asyncio.sleep(RESOLUTION)
+    await comm.send({"ping": 1})
+    assert await recv(comm) == {"ping": 1}
+    assert (await kernel_model(jp_fetch, kernel.id))["last_activity"] > before
+
+    kernel.client.execute("import time; time.sleep(1)")
+    await until_state(jp_fetch, kernel.id, "busy")
+    await until_state(jp_fetch, kernel.id, "idle")
+
+
+async def test_server_activity_stream_pauses_while_bridged(open_comm, kernel, jp_serverapp):
+    comm = await open_comm("echo")
+    received = count_activity_stream(jp_serverapp, kernel)
+    for i in range(20):
+        await comm.send({"i": i})
+        assert await recv(comm) == {"i": i}
+    assert received == []
+
+    await comm.close()
+
+    async def until_received() -> None:  # the new subscription takes a moment to reach the kernel
+        while not received:
+            await kernel.execute("pass")
+
+    await asyncio.wait_for(until_received(), TIMEOUT)
+
+
+@pytest.mark.parametrize("transports_config", [{"record_kernel_activity": False}])
+async def test_activity_stream_left_alone_when_asked(open_comm, kernel, jp_serverapp):
+    comm = await open_comm("echo")
+    received = count_activity_stream(jp_serverapp, kernel)
+    await comm.send({"ping": 1})
+    assert await recv(comm) == {"ping": 1}
+
+    async def until_received() -> None:
+        while not received:
+            await asyncio.sleep(POLL)
+
+    await asyncio.wait_for(until_received(), TIMEOUT)
