@@ -104,15 +104,7 @@ class ChannelsPath:
     async def open(
         cls, server_url: str, token: str, kernel_id: str, target: str, *, nodelay: bool = False
     ) -> ChannelsPath:
-        url = server_url.replace("http", "ws", 1) + (
-            f"api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
-        )
-        if nodelay:
-            url += f"&{NODELAY_PARAM}=1"  # the server's socket too (see benchmarks.server)
-        request = HTTPRequest(url, headers={"Authorization": f"token {token}"})
-        connection = await websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE)
-        if nodelay:
-            connection.protocol.set_nodelay(True)
+        connection = await connect_channels(server_url, token, kernel_id, nodelay=nodelay)
         path = cls(connection, target, nodelay)
         await path._send(COMM_OPEN, {"comm_id": path.comm_id, "target_name": target, "data": {}})
         return path
@@ -130,25 +122,67 @@ class ChannelsPath:
         await self._send(COMM_MSG, {"comm_id": self.comm_id, "data": data}, buffers)
 
     async def recv(self) -> Echo:
-        while True:
-            frame = await self.connection.read_message()
-            if frame is None:
-                raise ConnectionError("the /channels socket closed")
-            if isinstance(frame, bytes):
-                head, buffers = unpack_binary(frame)
-                msg = json.loads(head)
-            else:
-                msg, buffers = json.loads(frame), []
-            if (
-                msg.get("channel") == IOPUB
-                and msg["header"]["msg_type"] == COMM_MSG
-                and msg["content"].get("comm_id") == self.comm_id
-            ):
-                return msg["content"]["data"], buffers
+        return await recv_comm_msg(self.connection, self.comm_id)
 
     async def close(self) -> None:
         await self._send(COMM_CLOSE, {"comm_id": self.comm_id, "data": {}})
         self.connection.close()
+
+
+class ChannelsListener:
+    """B for fan-out: a ``/channels`` socket (with TCP_NODELAY) that only listens to one comm."""
+
+    def __init__(self, connection: Any, comm_id: str) -> None:
+        self.connection = connection
+        self.comm_id = comm_id
+
+    @classmethod
+    async def open(
+        cls, server_url: str, token: str, kernel_id: str, comm_id: str
+    ) -> ChannelsListener:
+        return cls(await connect_channels(server_url, token, kernel_id, nodelay=True), comm_id)
+
+    async def recv(self) -> Any:
+        """The data of the comm's next message."""
+        data, _ = await recv_comm_msg(self.connection, self.comm_id)
+        return data
+
+    async def close(self) -> None:
+        self.connection.close()
+
+
+async def connect_channels(server_url: str, token: str, kernel_id: str, *, nodelay: bool) -> Any:
+    """A WebSocket to jupyter_server's ``/api/kernels/{id}/channels``."""
+    url = server_url.replace("http", "ws", 1) + (
+        f"api/kernels/{kernel_id}/channels?session_id={uuid.uuid4().hex}"
+    )
+    if nodelay:
+        url += f"&{NODELAY_PARAM}=1"  # the server's socket too (see benchmarks.server)
+    request = HTTPRequest(url, headers={"Authorization": f"token {token}"})
+    connection = await websocket_connect(request, max_message_size=MAX_MESSAGE_SIZE)
+    if nodelay:
+        connection.protocol.set_nodelay(True)
+    return connection
+
+
+async def recv_comm_msg(connection: Any, comm_id: str) -> Echo:
+    """The next comm_msg on ``comm_id`` that a ``/channels`` socket receives; other messages
+    (every socket gets all of the kernel's iopub) are skipped."""
+    while True:
+        frame = await connection.read_message()
+        if frame is None:
+            raise ConnectionError("the /channels socket closed")
+        if isinstance(frame, bytes):
+            head, buffers = unpack_binary(frame)
+            msg = json.loads(head)
+        else:
+            msg, buffers = json.loads(frame), []
+        if (
+            msg.get("channel") == IOPUB
+            and msg["header"]["msg_type"] == COMM_MSG
+            and msg["content"].get("comm_id") == comm_id
+        ):
+            return msg["content"]["data"], buffers
 
 
 class BridgePath:

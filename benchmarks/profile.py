@@ -1,8 +1,9 @@
-"""``python -m benchmarks.profile {rt,small,big,fanout} [seconds]``: py-spy of the server.
+"""``python -m benchmarks.profile {rt,small,big,fanout,rpc} [seconds]``: py-spy of the server.
 
 Runs one load against the bridge for a while (round trips, 64 small messages in flight, 1 MiB
-buffers, or bursts to 1000 attached sockets) and records the server process with py-spy (``pip
-install py-spy``), writing its collapsed stacks to ``/tmp/transports-<load>.txt``.
+buffers, bursts to ``FAN_SOCKETS`` attached sockets (an environment variable, 1000 by
+default), or unbatched RPC calls with 64 in flight) and records the server process with py-spy
+(``pip install py-spy``), writing its collapsed stacks to ``/tmp/transports-<load>.txt``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,22 @@ import subprocess
 import sys
 import time
 
-from .paths import BridgePath
-from .run import BIG_BYTES, BIG_WINDOW, WINDOW, _attach_many, pipelined, round_trips
-from .server import ECHO, Server
+from jupyter_transports.rpc_client import Channel
 
-FAN_SOCKETS = 1000
+from .paths import BridgePath
+from .run import (
+    BIG_BYTES,
+    BIG_WINDOW,
+    WINDOW,
+    BridgeListener,
+    _open_many,
+    pipelined,
+    round_trips,
+    rpc_calls,
+)
+from .server import ECHO, RPC_TARGET_SINGLE, Server
+
+FAN_SOCKETS = int(os.environ.get("FAN_SOCKETS", 1000))
 FAN_BURST = 200
 
 
@@ -26,18 +38,29 @@ async def load(server: Server, kind: str, seconds: float) -> None:
     end = time.monotonic() + seconds
     if kind == "fanout":
         comm_id = await server.evaluate("fan.comm_id")
-        clients = await _attach_many(server, comm_id, FAN_SOCKETS)
+        listeners = await _open_many(server, BridgeListener.open, comm_id, FAN_SOCKETS)
 
-        async def drain(client):
+        async def drain(listener):
             while True:
-                await client.recv()
+                await listener.recv()
 
-        readers = [asyncio.ensure_future(drain(c)) for c in clients]
+        readers = [asyncio.ensure_future(drain(listener)) for listener in listeners]
         while time.monotonic() < end:
             await server.execute(f"burst({FAN_BURST}, 64)")
             await asyncio.sleep(0.05)
         for r in readers:
             r.cancel()
+        return
+    if kind == "rpc":
+        channel = await Channel.open(
+            server.url, server.kernel_id, RPC_TARGET_SINGLE, token=server.token, batch=False
+        )
+        cpu, count = server.server_cpu(), 0
+        while time.monotonic() < end:
+            await rpc_calls(channel, 200, WINDOW)
+            count += 200
+        print(f"server CPU per call: {(server.server_cpu() - cpu) / count * 1e6:.0f} us")
+        await channel.close()
         return
     path = await BridgePath.open(server.url, server.token, server.kernel_id, ECHO)
     buffers = [os.urandom(BIG_BYTES)] if kind == "big" else []

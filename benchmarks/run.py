@@ -6,8 +6,8 @@ interleaved rounds so that the machine's noise hits every path alike:
 * small round trip (median), small messages/s with ``WINDOW`` in flight, 1 MiB buffers MB/s,
   for A (jupyter_client direct), B (jupyter_server's ``/channels`` WebSocket, also with
   TCP_NODELAY on the client socket) and the bridge;
-* fan-out: one kernel comm, N attached sockets: nothing lost, kernel CPU per message, server CPU
-  per delivery, server RSS per idle socket;
+* fan-out: one kernel comm, N attached sockets (and N ``/channels`` sockets for B): nothing lost,
+  kernel CPU per message, server CPU per delivery, server RSS per idle socket;
 * a busy kernel: a bridge round trip while a cell runs ``time.sleep``, on a target served by a
   kernel subshell and on one served by the main shell;
 * RPC: small calls/s from ``rpc_client.Channel`` through the server to a kernel-side ``Channel``
@@ -29,12 +29,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from jupyter_transports.client import CommClient, Refused
 from jupyter_transports.rpc_client import Channel
 
-from .paths import BridgePath, ChannelsPath, DirectPath, EchoPath
+from .paths import BridgePath, ChannelsListener, ChannelsPath, DirectPath, EchoPath
 from .server import ECHO, ECHO_SUBSHELL, RPC_TARGET, RPC_TARGET_SINGLE, Server
 
 HERE = Path(__file__).parent
@@ -49,9 +49,13 @@ ROUND_TRIPS_SLOW = 20  # for B without TCP_NODELAY (each costs a delayed ACK, ~4
 SMALL_MESSAGES = 600  # per path per round, WINDOW in flight
 WINDOW = 64
 BIG_BYTES = 1024 * 1024
-BIG_MESSAGES = 16  # 1 MiB buffers per path per round
+BIG_MESSAGES = 32  # 1 MiB buffers per path per round
 BIG_WINDOW = 4
-FAN_OUT = {1: 1000, 10: 1000, 100: 500, 1000: 300}  # sockets -> messages in the burst
+# CPU per 1 MiB echo, in ms, of the server, the kernel and the benchmark's own client (this
+# process: jupyter_client for A, a Tornado WebSocket client for B and the bridge)
+BIG_CPU_KEYS = ("big_server_cpu_ms", "big_kernel_cpu_ms", "big_client_cpu_ms")
+FAN_OUT = {1: 2000, 10: 1000, 100: 500, 1000: 300}  # sockets -> messages in the burst
+FAN_OUT_B = (1, 10, 100)  # B at N=1000 would be 1000 kernel connections of 4 ZMQ sockets each
 RSS_MIN_SOCKETS = 100  # fewer sockets than this change RSS less than the allocator's noise
 FAN_PAD = 64  # bytes of padding in each fan-out message
 CONNECT_BATCH = 50  # sockets opened concurrently
@@ -117,7 +121,7 @@ async def pipelined(
 
 
 async def measure_path(
-    opener: Opener, *, round_trip_count: int, throughput: bool
+    server: Server, opener: Opener, *, round_trip_count: int, throughput: bool
 ) -> dict[str, Any]:
     path = await asyncio.wait_for(opener(), STEP_TIMEOUT)
     try:
@@ -130,10 +134,14 @@ async def measure_path(
             )
             result["msg_per_s"] = SMALL_MESSAGES / seconds
             blob = [os.urandom(BIG_BYTES)]
+            cpu = server.server_cpu(), server.kernel_cpu(), time.process_time()
             seconds = await asyncio.wait_for(
                 pipelined(path, BIG_MESSAGES, BIG_WINDOW, blob, 20_000), STEP_TIMEOUT
             )
             result["big_mb_per_s"] = BIG_MESSAGES * BIG_BYTES / MiB / seconds
+            now = server.server_cpu(), server.kernel_cpu(), time.process_time()
+            for key, before, after in zip(BIG_CPU_KEYS, cpu, now, strict=True):
+                result[key] = (after - before) / BIG_MESSAGES * 1e3
         return result
     finally:
         await asyncio.wait_for(path.close(), STEP_TIMEOUT)
@@ -156,7 +164,9 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
     per_path: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
     for r in range(rounds):
         for name, opener, count, throughput in paths:
-            figures = await measure_path(opener, round_trip_count=count, throughput=throughput)
+            figures = await measure_path(
+                server, opener, round_trip_count=count, throughput=throughput
+            )
             per_path[name].append(figures)
             print(f"  round {r + 1} {name:12} {_brief(figures)}", file=sys.stderr, flush=True)
     summary: dict[str, dict[str, Any]] = {}
@@ -169,80 +179,124 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
 
 
 def _brief(figures: dict[str, Any]) -> str:
-    return "  ".join(f"{k}={v:.2f}" for k, v in figures.items())
+    return "  ".join(f"{k}={v:.2f}" for k, v in figures.items() if isinstance(v, int | float))
 
 
 # -- fan-out and memory ----------------------------------------------------------------------------
 
 
-async def _attach(server: Server, comm_id: str) -> CommClient:
-    for attempt in range(CONNECT_TRIES):
-        try:
-            return await CommClient.attach(
-                server.url, server.kernel_id, comm_id, token=server.token
-            )
-        except Refused as e:
-            if e.status != TIMED_OUT or attempt == CONNECT_TRIES - 1:
-                raise
-    raise AssertionError("unreachable")
+class Listener(Protocol):
+    """One socket that receives the fan-out comm's messages."""
+
+    async def recv(self) -> Any:
+        """The data of the comm's next message."""
+
+    async def close(self) -> None: ...
 
 
-async def _attach_many(server: Server, comm_id: str, n: int) -> list[CommClient]:
-    clients: list[CommClient] = []
+class BridgeListener:
+    """A bridge socket attached to the fan-out comm."""
+
+    def __init__(self, client: CommClient) -> None:
+        self.client = client
+
+    @classmethod
+    async def open(cls, server: Server, comm_id: str) -> BridgeListener:
+        for attempt in range(CONNECT_TRIES):
+            try:
+                return cls(
+                    await CommClient.attach(
+                        server.url, server.kernel_id, comm_id, token=server.token
+                    )
+                )
+            except Refused as e:
+                if e.status != TIMED_OUT or attempt == CONNECT_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def recv(self) -> Any:
+        return (await self.client.recv()).data
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def b_listener(server: Server, comm_id: str) -> ChannelsListener:
+    return await ChannelsListener.open(server.url, server.token, server.kernel_id, comm_id)
+
+
+ListenerOpener = Callable[[Server, str], Awaitable[Listener]]
+FAN_PATHS: dict[str, tuple[ListenerOpener, tuple[int, ...]]] = {
+    "bridge": (BridgeListener.open, tuple(FAN_OUT)),
+    "B nodelay": (b_listener, FAN_OUT_B),
+}
+
+
+async def _open_many(
+    server: Server, opener: ListenerOpener, comm_id: str, n: int
+) -> list[Listener]:
+    listeners: list[Listener] = []
     for first in range(0, n, CONNECT_BATCH):
-        batch = [_attach(server, comm_id) for _ in range(first, min(n, first + CONNECT_BATCH))]
-        clients += await asyncio.wait_for(asyncio.gather(*batch), STEP_TIMEOUT)
-    return clients
+        batch = [opener(server, comm_id) for _ in range(first, min(n, first + CONNECT_BATCH))]
+        listeners += await asyncio.wait_for(asyncio.gather(*batch), STEP_TIMEOUT)
+    return listeners
 
 
-async def _count(client: CommClient, count: int) -> int:
+async def _count(listener: Listener, count: int) -> int:
     """Receive up to ``count`` burst messages (until ``QUIET`` s pass without one); how many
     arrived in order."""
     in_order = 0
     for i in range(count):
         try:
-            message = await asyncio.wait_for(client.recv(), QUIET)
+            data = await asyncio.wait_for(listener.recv(), QUIET)
         except asyncio.TimeoutError:
             break
-        in_order += message.data.get("i") == i
+        in_order += data.get("i") == i
     return in_order
 
 
 async def fan_out(server: Server) -> list[dict[str, Any]]:
-    """One kernel comm, N attached sockets, a burst of messages sent once by the kernel."""
+    """One kernel comm, N sockets listening to it, a burst of messages sent once by the kernel;
+    through the bridge and through B."""
     comm_id = await server.evaluate("fan.comm_id")
     results = []
-    for n, count in FAN_OUT.items():
-        rss_before = server.server_rss()
-        clients = await _attach_many(server, comm_id, n)
-        await asyncio.sleep(0.5)  # let the server settle before reading its memory
-        rss_after = server.server_rss()
-        server_cpu, kernel_cpu = server.server_cpu(), server.kernel_cpu()
-        begin = time.perf_counter()
-        msg_id = server.send_execute(f"burst({count}, {FAN_PAD})")
-        received = await asyncio.wait_for(
-            asyncio.gather(*(_count(c, count) for c in clients)), STEP_TIMEOUT
-        )
-        await server.wait_execute(msg_id)
-        seconds = time.perf_counter() - begin
-        server_cpu = server.server_cpu() - server_cpu
-        kernel_cpu = server.kernel_cpu() - kernel_cpu
-        deliveries = n * count
-        result = {
-            "sockets": n,
-            "messages": count,
-            "delivered_in_order": sum(received),
-            "lost": deliveries - sum(received),
-            "seconds": seconds,
-            "deliveries_per_s": deliveries / seconds,
-            "kernel_us_per_msg": kernel_cpu / count * 1e6,
-            "server_us_per_delivery": server_cpu / deliveries * 1e6,
-            "server_rss_mib": rss_after / MiB,
-            "rss_kib_per_idle_socket": (rss_after - rss_before) / n / 1024,
-        }
-        results.append(result)
-        print(f"  fan-out N={n:<5} {_brief(result)}", file=sys.stderr, flush=True)
-        await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), STEP_TIMEOUT)
+    for path, (opener, sizes) in FAN_PATHS.items():
+        for n in sizes:
+            count = FAN_OUT[n]
+            rss_before = server.server_rss()
+            listeners = await _open_many(server, opener, comm_id, n)
+            await asyncio.sleep(0.5)  # let the server settle before reading its memory
+            rss_after = server.server_rss()
+            server_cpu, kernel_cpu = server.server_cpu(), server.kernel_cpu()
+            begin = time.perf_counter()
+            msg_id = server.send_execute(f"burst({count}, {FAN_PAD})")
+            received = await asyncio.wait_for(
+                asyncio.gather(*(_count(listener, count) for listener in listeners)),
+                STEP_TIMEOUT,
+            )
+            await server.wait_execute(msg_id)
+            seconds = time.perf_counter() - begin
+            server_cpu = server.server_cpu() - server_cpu
+            kernel_cpu = server.kernel_cpu() - kernel_cpu
+            deliveries = n * count
+            result = {
+                "path": path,
+                "sockets": n,
+                "messages": count,
+                "delivered_in_order": sum(received),
+                "lost": deliveries - sum(received),
+                "seconds": seconds,
+                "deliveries_per_s": deliveries / seconds,
+                "kernel_us_per_msg": kernel_cpu / count * 1e6,
+                "server_us_per_delivery": server_cpu / deliveries * 1e6,
+                "server_rss_mib": rss_after / MiB,
+                "rss_kib_per_idle_socket": (rss_after - rss_before) / n / 1024,
+            }
+            results.append(result)
+            print(f"  fan-out {path} N={n:<5} {_brief(result)}", file=sys.stderr, flush=True)
+            await asyncio.wait_for(
+                asyncio.gather(*(listener.close() for listener in listeners)), STEP_TIMEOUT
+            )
     return results
 
 
@@ -353,6 +407,9 @@ def table(results: dict[str, Any]) -> str:
         ("small round trip, median (ms)", "rt_ms", 2, "≤ 1.2"),
         (f"small msg/s, {WINDOW} in flight", "msg_per_s", 0, "≥ 1.0"),
         ("1 MiB buffers, MB/s", "big_mb_per_s", 0, "≥ 0.8"),
+        ("… CPU per 1 MiB echo: server (ms)", "big_server_cpu_ms", 2, ""),
+        ("… kernel (ms)", "big_kernel_cpu_ms", 2, ""),
+        ("… benchmark client (ms)", "big_client_cpu_ms", 2, ""),
     ]
     for label, key, digits, goal in rows:
         cells = [_fmt(echo[n].get(key), digits) for n in names]
@@ -360,13 +417,14 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(ratio, 2)} | {goal} |")
     lines += [
         "",
-        "| fan-out sockets N | messages | lost | deliveries/s | kernel CPU µs/msg | "
+        "| fan-out | sockets N | messages | lost | deliveries/s | kernel CPU µs/msg | "
         "server CPU µs/delivery (goal ≤ 20) | server RSS MiB | RSS KiB per idle socket |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in results["fan_out"]:
         lines.append(
-            f"| {f['sockets']} | {f['messages']} | {f['lost']} | {_fmt(f['deliveries_per_s'], 0)} | "
+            f"| {f['path']} | {f['sockets']} | {f['messages']} | {f['lost']} | "
+            f"{_fmt(f['deliveries_per_s'], 0)} | "
             f"{_fmt(f['kernel_us_per_msg'])} | {_fmt(f['server_us_per_delivery'])} | "
             f"{_fmt(f['server_rss_mib'])} | "
             f"{_fmt(f['rss_kib_per_idle_socket'] if f['sockets'] >= RSS_MIN_SOCKETS else None)} |"
@@ -411,8 +469,14 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         '`/api/kernels/{id}/channels` WebSocket speaking the kernel protocol, and "B nodelay" '
         "the same with TCP_NODELAY on both ends (Tornado leaves it off; the benchmark patches it "
         "into its server for that column); all talk to the same echo comm target of the same "
-        "kernel. Fan-out: a comm opened by the kernel, N sockets attached, one burst sent once by "
-        "the kernel; CPU is the server's and the kernel's process time over the burst. "
+        "kernel. Fan-out: a comm opened by the kernel, N sockets attached (for B, N `/channels` "
+        "sockets with TCP_NODELAY, each of which gets all of the kernel's iopub), one burst sent "
+        "once by the kernel; CPU is the run time of all the server's and the kernel's threads "
+        "over the burst (Linux schedstat). "
+        "The CPU rows under the 1 MiB figure split each echo's CPU between the server, the kernel "
+        "and the benchmark's client: on 2 cores the three processes share the machine, so their "
+        "sum bounds the throughput (and in A's column the server's CPU is jupyter_server's own "
+        "iopub subscriber deserializing A's messages). "
         "RPC: `rpc_client.Channel` calling a kernel `Channel`'s `add(a, b)` with N calls in flight, "
         "batched (the default) and with `batch=False` on both ends (one comm message per call and "
         "per answer). "

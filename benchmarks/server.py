@@ -99,9 +99,17 @@ def _free_port() -> int:
 
 
 def cpu_seconds(process: psutil.Process) -> float:
-    """User + system CPU time of one process, in seconds."""
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """CPU time of one process, in seconds: the sum of its threads' run times in nanoseconds
+    where Linux's schedstat offers them (psutil's user + system times count 10 ms ticks)."""
+    tasks = Path(f"/proc/{process.pid}/task")
+    if not tasks.is_dir():
+        times = process.cpu_times()
+        return float(times.user + times.system)
+    total = 0
+    for task in tasks.iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 @dataclass
