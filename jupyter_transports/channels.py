@@ -97,6 +97,7 @@ class ClientChannels:
         self._local = not isinstance(client, GatewayKernelClient)
         self._iopub_socket: zmq.Socket[Any] | None = None  # local kernels: our subscriber
         self._iopub: zmq.Socket[Any] | None = None  # a blocking view of it
+        self._iopub_fd = -1  # the descriptor that says it has messages
         self._iopub_received: deque[list[zmq.Frame]] = deque()
         self._iopub_wake: asyncio.Future[None] | None = None
 
@@ -118,7 +119,8 @@ class ClientChannels:
         # handler of our own on the event loop.
         self._iopub_socket = self.client.connect_iopub()
         self._iopub = zmq.Socket.shadow(self._iopub_socket.underlying)
-        IOLoop.current().add_handler(self._iopub.FD, self._on_iopub, IOLoop.READ)
+        self._iopub_fd = self._iopub.FD
+        IOLoop.current().add_handler(self._iopub_fd, self._on_iopub, IOLoop.READ)
         self._on_iopub()  # what came before the handler
 
     def _on_iopub(self, *_event: Any) -> None:
@@ -244,8 +246,8 @@ class ClientChannels:
                 return reply
 
     def stop(self) -> None:
-        if self._iopub is not None and self._iopub_socket is not None:
-            IOLoop.current().remove_handler(self._iopub.FD)
+        if self._iopub_socket is not None:
+            IOLoop.current().remove_handler(self._iopub_fd)
             self._iopub_socket.close(linger=0)
             self._iopub = self._iopub_socket = None
         # jupyter_client closes its sockets with linger 0, dropping what is still queued (a

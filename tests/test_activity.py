@@ -1,14 +1,17 @@
-"""jupyter_server's record of kernel activity, kept by the bridge while a kernel is bridged."""
+"""jupyter_server's record of kernel activity, kept by the bridge while a kernel is bridged:
+with a real server and kernel, and the recorder's rules on their own."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
+from jupyter_server.services.kernels.kernelmanager import MappingKernelManager
 
-from jupyter_transports.activity import RESOLUTION
+from jupyter_transports.activity import RESOLUTION, ActivityRecorder
 
 from .conftest import TIMEOUT, Kernel, recv
 
@@ -78,3 +81,50 @@ async def test_activity_stream_left_alone_when_asked(open_comm, kernel, jp_serve
             await asyncio.sleep(POLL)
 
     await asyncio.wait_for(until_received(), TIMEOUT)
+
+
+class KernelRecord:
+    """The two attributes of a jupyter_server kernel manager that activity is recorded in."""
+
+    execution_state = "starting"
+    last_activity = None
+
+
+@pytest.fixture
+def recorder() -> ActivityRecorder:
+    kernel_manager = MappingKernelManager()
+    kernel_manager.get_kernel = lambda kernel_id: KernelRecord()
+    return ActivityRecorder(kernel_manager, "k", json.loads, logging.getLogger("test"))
+
+
+def status(state: str) -> bytes:
+    return json.dumps({"execution_state": state}).encode()
+
+
+def test_recorder_follows_jupyter_servers_rules(recorder):
+    kernel = recorder.kernel
+    recorder.record("status", "kernel_info_request", status("busy"))  # untracked parent
+    assert (kernel.execution_state, kernel.last_activity) == ("idle", None)  # starting -> idle
+
+    recorder.record("status", "comm_msg", status("busy"))  # tracked parent
+    assert kernel.execution_state == "busy"
+    assert kernel.last_activity is not None
+    assert recorder.kernel_manager.last_kernel_activity == kernel.last_activity
+
+    recorder.record("status", "comm_info_request", status("idle"))  # untracked: state kept
+    assert kernel.execution_state == "busy"
+    recorder.record("status", "comm_msg", status("idle"))
+    assert kernel.execution_state == "idle"
+
+
+def test_recorder_writes_last_activity_at_most_once_per_resolution(recorder):
+    kernel = recorder.kernel
+    recorder.record("comm_msg", "comm_msg", b"{}")
+    first = kernel.last_activity
+    recorder.record("comm_msg", "comm_msg", b"{}")
+    assert kernel.last_activity is first
+    recorder._stamped -= RESOLUTION  # as if RESOLUTION had passed
+    recorder.record("stream", "kernel_info_request", b"{}")  # untracked, kernel not busy
+    assert kernel.last_activity is first
+    recorder.record("comm_msg", "comm_msg", b"{}")
+    assert kernel.last_activity is not first
