@@ -139,8 +139,9 @@ class ClientChannels:
                 break
         else:
             IOLoop.current().add_callback(self._on_iopub)
-        if self._iopub_received and self._iopub_wake is not None:
-            _resolve(self._iopub_wake)
+        wake = self._iopub_wake
+        if self._iopub_received and wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def _nudge(self) -> None:
         """Send kernel_info_requests until iopub shows a status caused by one of them.
@@ -274,11 +275,6 @@ def _recv_frames(socket: zmq.Socket[Any]) -> list[zmq.Frame]:
         frame = socket.recv(zmq.NOBLOCK, copy=False)
         frames.append(frame)
     return frames
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 async def _next_msg(channel: Any, timeout: float | None = None) -> dict[str, Any]:
