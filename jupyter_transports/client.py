@@ -16,10 +16,16 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.iostream import StreamClosedError
+from tornado.websocket import (
+    WebSocketClientConnection,
+    WebSocketClosedError,
+    WebSocketProtocol,
+    websocket_connect,
+)
 
 from .errors import CloseCode
-from .framing import Buffers, FrameMode, OutgoingFrame, decode_frame
+from .framing import OPCODE_BINARY, Buffers, FrameMode, OutgoingFrame, decode_frame, masked_frame
 
 API_PATH = "api/transports/kernels"
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024  # accept anything up to 1 GiB from the server
@@ -51,7 +57,7 @@ class Message:
     """One comm message."""
 
     data: Any
-    buffers: list[bytes] = field(default_factory=list)
+    buffers: list[memoryview] = field(default_factory=list)  # views of the frame
 
 
 def comm_url(server_url: str, kernel_id: str, *path: str, **query: str) -> str:
@@ -125,16 +131,39 @@ class CommClient:
 
     async def send(self, data: Any, buffers: Buffers = ()) -> None:
         """Send one comm message."""
-        await self.send_frame(OutgoingFrame(data, buffers).for_mode(self.mode))
+        frame = OutgoingFrame(data, buffers)
+        if not buffers:
+            await self.send_frame(frame.for_mode(self.mode))
+            return
+        # Framed here rather than by write_message, which would join and copy the buffers
+        # three times more (see masked_frame).
+        stream = self._protocol().stream
+        if stream is None:
+            raise CommClosed(self.close_code, self.close_reason)
+        try:
+            for piece in masked_frame(OPCODE_BINARY, frame.parts):
+                written = stream.write(piece)
+            await written
+        except StreamClosedError:
+            raise CommClosed(self.close_code, self.close_reason) from None
 
     async def send_frame(self, frame: str | bytes) -> None:
         """Send a raw frame."""
+        try:
+            await self._protocol().write_message(frame, binary=isinstance(frame, bytes))
+        except WebSocketClosedError:
+            raise CommClosed(self.close_code, self.close_reason) from None
+
+    def _protocol(self) -> WebSocketProtocol:
         if self.connection.protocol is None:
             raise CommClosed(self.close_code, self.close_reason)
-        await self.connection.write_message(frame, binary=isinstance(frame, bytes))
+        return self.connection.protocol
 
     async def recv(self) -> Message:
-        """The next comm message; :class:`CommClosed` once the socket is closed."""
+        """The next comm message; :class:`CommClosed` once the socket is closed.
+
+        Its buffers are views of the frame, as jupyter_client's are of the kernel's message.
+        """
         frame = await self.connection.read_message()
         if frame is None:
             raise CommClosed(self.close_code, self.close_reason)

@@ -26,12 +26,16 @@ Ready-made frames (server to client)
     server's frames are unmasked (RFC 6455, section 5.1), and compression is off unless
     configured. :meth:`OutgoingFrame.wire` builds that frame, header included, once per frame
     mode, so a delivery is a write of shared bytes, with no encoding or copying per socket.
+    Large buffers stay pieces of their own (views of the kernel's message), written as they
+    are, never joined into a copy.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -39,16 +43,22 @@ from itertools import pairwise
 from typing import Any
 
 from jupyter_client.jsonutil import json_default
+from tornado.util import _websocket_mask  # C (tornado.speedups) where built
 
 from .errors import BadFrame
 
-Buffers = list[bytes] | tuple[bytes, ...]
+Buffer = bytes | memoryview
+Buffers = Sequence[Buffer]
 Frame = str | bytes
+Pieces = tuple[Buffer, ...]  # one WebSocket frame, to be written piece after piece
+
+UNJOINED_BYTES = 64 * 1024  # a buffer this large is written as it is rather than joined
 
 _UINT32 = struct.Struct("!I")
 
 # RFC 6455 section 5.2: the header of a final, unmasked frame
 FIN = 0x80
+MASKED = 0x80  # in the second byte: a masking key follows the length
 OPCODE_TEXT = 0x1
 OPCODE_BINARY = 0x2
 LENGTH_16 = 126  # a 7-bit length of 126: the real length follows as uint16
@@ -82,7 +92,7 @@ def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
     return b"".join(_binary_parts(data_json, buffers))
 
 
-def _binary_parts(data_json: bytes, buffers: Buffers) -> list[bytes]:
+def _binary_parts(data_json: bytes, buffers: Buffers) -> list[Buffer]:
     """The pieces of a binary frame, offset table first, to be joined with a single copy."""
     parts = [data_json, *buffers]
     n = len(parts)
@@ -94,13 +104,48 @@ def _binary_parts(data_json: bytes, buffers: Buffers) -> list[bytes]:
     return [struct.pack(f"!{n + 1}I", n, *offsets), *parts]
 
 
-def websocket_header(opcode: int, length: int) -> bytes:
-    """The header of a final, unmasked WebSocket frame of ``length`` payload bytes."""
+def websocket_header(opcode: int, length: int, mask: bytes = b"") -> bytes:
+    """The header of a final WebSocket frame of ``length`` payload bytes, masked with ``mask``
+    (4 bytes) if one is given."""
+    bit = MASKED if mask else 0
     if length < LENGTH_16:
-        return _SHORT.pack(FIN | opcode, length)
+        return _SHORT.pack(FIN | opcode, bit | length) + mask
     if length < 1 << 16:
-        return _MEDIUM.pack(FIN | opcode, LENGTH_16, length)
-    return _LONG.pack(FIN | opcode, LENGTH_64, length)
+        return _MEDIUM.pack(FIN | opcode, bit | LENGTH_16, length) + mask
+    return _LONG.pack(FIN | opcode, bit | LENGTH_64, length) + mask
+
+
+def masked_frame(opcode: int, payload: Buffers) -> Pieces:
+    """A client's frame (RFC 6455 section 5.3: masked) of the ``payload`` pieces, in pieces.
+
+    Each piece is masked on its own, from where it starts in the payload, and large ones are
+    never joined: one copy of a large buffer, where framing the joined payload makes four.
+    """
+    mask = os.urandom(4)
+    masked: list[Buffer] = []
+    start = 0
+    for piece in payload:
+        turn = start % 4
+        masked.append(_websocket_mask(mask[turn:] + mask[:turn], bytes(piece)))
+        start += len(piece)
+    return _join_small([websocket_header(opcode, start, mask), *masked])
+
+
+def _join_small(pieces: list[Buffer]) -> Pieces:
+    """``pieces`` with each run of small ones joined; large ones stay as they are."""
+    joined: list[Buffer] = []
+    run: list[Buffer] = []
+    for piece in pieces:
+        if len(piece) < UNJOINED_BYTES:
+            run.append(piece)
+            continue
+        if run:
+            joined.append(b"".join(run))
+            run = []
+        joined.append(piece)
+    if run:
+        joined.append(b"".join(run))
+    return tuple(joined)
 
 
 def websocket_frame(payload: Frame) -> bytes:
@@ -111,11 +156,9 @@ def websocket_frame(payload: Frame) -> bytes:
     return websocket_header(OPCODE_BINARY, len(payload)) + payload
 
 
-def unpack_binary(frame: bytes, *, copy: bool = True) -> tuple[bytes, list[bytes]]:
-    """Split a binary frame into (part 0, buffers); :class:`BadFrame` if the layout is broken.
-
-    With ``copy=False`` the parts are views of ``frame`` (no copy of large buffers).
-    """
+def unpack_binary(frame: bytes) -> tuple[memoryview, list[memoryview]]:
+    """Split a binary frame into (part 0, buffers), views of ``frame`` (no copy of large
+    buffers); :class:`BadFrame` if the layout is broken."""
     view = memoryview(frame)
     if len(view) < 4:
         raise BadFrame("binary frame shorter than its part count")
@@ -126,21 +169,18 @@ def unpack_binary(frame: bytes, *, copy: bool = True) -> tuple[bytes, list[bytes
     offsets = [*struct.unpack_from(f"!{n}I", view, 4), len(view)]
     if offsets[0] < header_end or any(a > b for a, b in pairwise(offsets)):
         raise BadFrame("binary frame offsets are out of order or out of range")
-    views = [view[start:stop] for start, stop in pairwise(offsets)]
-    parts: list[Any] = [bytes(part) for part in views] if copy else views
+    parts = [view[start:stop] for start, stop in pairwise(offsets)]
     return parts[0], parts[1:]
 
 
-def decode_frame(frame: Frame, mode: FrameMode, *, copy: bool = True) -> tuple[Any, list[bytes]]:
-    """A client's frame -> (comm ``data``, buffers); :class:`BadFrame` if it cannot be decoded.
-
-    With ``copy=False`` the buffers are views of ``frame``.
-    """
+def decode_frame(frame: Frame, mode: FrameMode) -> tuple[Any, list[memoryview]]:
+    """A client's frame -> (comm ``data``, buffers as views of ``frame``); :class:`BadFrame` if
+    it cannot be decoded."""
     if isinstance(frame, str):
         if mode is FrameMode.TEXT:
             return frame, []
         return loads(frame), []
-    head, buffers = unpack_binary(frame, copy=copy)
+    head, buffers = unpack_binary(frame)
     try:
         text = str(head, "utf-8")
     except UnicodeDecodeError as e:
@@ -179,32 +219,32 @@ class OutgoingFrame:
         return dumps(self.data)
 
     @cached_property
-    def _parts(self) -> list[bytes]:
+    def parts(self) -> list[Buffer]:
         """The binary frame's pieces (offset table, JSON, buffers), not yet joined."""
         return _binary_parts(self._json.encode("utf-8"), self.buffers)
 
     @cached_property
     def _binary(self) -> bytes:
-        return b"".join(self._parts)
+        return b"".join(self.parts)
 
     @cached_property
     def size(self) -> int:
         """Bytes of the default-mode frame's payload (for the traffic counters)."""
         if not self.buffers:
             return utf8_size(self._json)
-        return sum(len(part) for part in self._parts)
+        return sum(len(part) for part in self.parts)
 
     @cached_property
-    def _wire_json(self) -> bytes:
-        return websocket_frame(self._json)
+    def _wire_json(self) -> Pieces:
+        return (websocket_frame(self._json),)
 
     @cached_property
-    def _wire_text(self) -> bytes:
-        return websocket_frame(self.data)
+    def _wire_text(self) -> Pieces:
+        return (websocket_frame(self.data),)
 
     @cached_property
-    def _wire_binary(self) -> bytes:
-        return b"".join([websocket_header(OPCODE_BINARY, self.size), *self._parts])
+    def _wire_binary(self) -> Pieces:
+        return _join_small([websocket_header(OPCODE_BINARY, self.size), *self.parts])
 
     def for_mode(self, mode: FrameMode) -> Frame:
         """The frame a socket in ``mode`` receives."""
@@ -214,8 +254,8 @@ class OutgoingFrame:
             return self.data
         return self._json
 
-    def wire(self, mode: FrameMode) -> bytes:
-        """:meth:`for_mode` as a whole uncompressed WebSocket frame, ready to write to a socket."""
+    def wire(self, mode: FrameMode) -> Pieces:
+        """:meth:`for_mode` as a whole uncompressed WebSocket frame, in pieces ready to write."""
         if self.buffers:
             return self._wire_binary
         if mode is FrameMode.TEXT and isinstance(self.data, str):

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+Buffer = bytes | memoryview  # a comm buffer, as received (a view of the message) or sent
+
 RPC_KEY = "rpc"
 ID_KEY = "id"
 NAME_KEY = "name"
@@ -121,7 +123,7 @@ def remove_buffers(
     return walk(value, path), paths, buffers
 
 
-def put_buffers(value: Any, paths: Iterable[Iterable[Any]], buffers: list[bytes]) -> None:
+def put_buffers(value: Any, paths: Iterable[Iterable[Any]], buffers: Sequence[Buffer]) -> None:
     """Put each buffer back at its path inside ``value`` (in place)."""
     paths = list(paths)
     if len(paths) != len(buffers):
@@ -182,7 +184,7 @@ def raised(call_id: int | str, error: BaseException) -> tuple[dict[str, Any], li
     return encode({RPC_KEY: RAISE, ID_KEY: call_id, ERROR_KEY: info})
 
 
-def decode(data: Any, buffers: Iterable[bytes] = ()) -> Message:
+def decode(data: Any, buffers: Iterable[Buffer] = ()) -> Message:
     """A comm message as an RPC :class:`Message`; :class:`ProtocolError` if it is not one."""
     if not isinstance(data, Mapping) or data.get(RPC_KEY) not in REQUESTS | REPLIES:
         raise ProtocolError("not an RPC message")
@@ -224,7 +226,7 @@ def is_batch(data: Any) -> bool:
     return isinstance(data, Mapping) and data.get(RPC_KEY) == BATCH
 
 
-def unpack_batch(data: Any, buffers: Iterable[bytes] = ()) -> list[tuple[Any, list[bytes]]]:
+def unpack_batch(data: Any, buffers: Iterable[Buffer] = ()) -> list[tuple[Any, list[Buffer]]]:
     """The (data, buffers) of each message in one comm message (a batch, or a lone message).
 
     :class:`ProtocolError` if a batch is malformed: not a list, or buffers that do not add up.
@@ -235,7 +237,7 @@ def unpack_batch(data: Any, buffers: Iterable[bytes] = ()) -> list[tuple[Any, li
     inner = data.get(MESSAGES_KEY)
     if not isinstance(inner, list):
         raise ProtocolError("a batch needs a list of messages")
-    unpacked: list[tuple[Any, list[bytes]]] = []
+    unpacked: list[tuple[Any, list[Buffer]]] = []
     start = 0
     for message in inner:
         paths = message.get(BUFFER_PATHS_KEY) if isinstance(message, Mapping) else None
@@ -418,7 +420,7 @@ class Endpoint:
         finally:
             self._pending.pop(call_id, None)
 
-    def receive(self, data: Any, buffers: Iterable[bytes] = ()) -> None:
+    def receive(self, data: Any, buffers: Iterable[Buffer] = ()) -> None:
         """Feed one comm message (a batch or a lone message) from the other end."""
         try:
             messages = unpack_batch(data, buffers)
@@ -447,7 +449,7 @@ class Endpoint:
 
     # -- answering -----------------------------------------------------------------------------
 
-    def _receive_one(self, data: Any, buffers: list[bytes]) -> None:
+    def _receive_one(self, data: Any, buffers: list[Buffer]) -> None:
         try:
             message = decode(data, buffers)
         except ProtocolError as e:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from itertools import chain
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -24,7 +25,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from .bridge import BridgeManager, KernelBridge
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
-from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
+from .framing import FrameMode, OutgoingFrame, Pieces, decode_frame, loads, utf8_size
 from .router import Client
 
 AUTH_RESOURCE = "kernels"
@@ -89,7 +90,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     bridge: KernelBridge | None = None
     client: Client
     raw_frames = False  # write OutgoingFrame.wire() bytes (set in open)
-    _unsent: list[bytes] | None = None  # frames waiting for the flush; None: none since the last
+    _unsent: list[Pieces] | None = None  # frames waiting for the flush; None: none since the last
 
     def set_default_headers(self) -> None:
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
@@ -145,7 +146,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if self.bridge is None:
             return  # closed by the server; frames the client sent meanwhile go nowhere
         try:
-            data, buffers = decode_frame(message, self.mode, copy=False)
+            data, buffers = decode_frame(message, self.mode)
             self.bridge.send(self.client.id, data, buffers, utf8_size(message))
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
@@ -185,18 +186,24 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         frames, self._unsent = self._unsent or [], None
         self._write_wire(frames)
 
-    def _write_wire(self, frames: list[bytes]) -> None:
+    def _write_wire(self, frames: list[Pieces]) -> None:
         if not frames or self.ws_connection is None or self.ws_connection.is_closing():
             return  # on_close follows and says goodbye to the bridge
-        stream = self.stream_of_socket
-        if len(frames) > 1 and sum(map(len, frames)) <= COALESCE_BYTES:
-            frames = [b"".join(frames)]
-        for data in frames:
-            if not self._write(partial(stream.write, data), len(data)):
+        if len(frames) > 1 and sum(map(len, chain(*frames))) <= COALESCE_BYTES:
+            frames = [(b"".join(chain(*frames)),)]
+        for pieces in frames:
+            if not self._write(partial(self._write_pieces, pieces), len(pieces[0])):
                 return
 
+    def _write_pieces(self, pieces: Pieces) -> None:
+        stream = self.stream_of_socket
+        stream.write(pieces[0])
+        stream.max_write_buffer_size = None  # the rest of a frame is never refused
+        for piece in pieces[1:]:
+            stream.write(piece)
+
     def _write(self, write: Callable[[], object], size: int) -> bool:
-        """Call ``write`` (of ``size`` bytes); False if the socket is closed or closing after it.
+        """Call ``write`` (``size`` bytes first); False if the socket is closed or closing after.
 
         The stream refuses a write that would leave more than its limit unsent; with the limit
         at ``client_buffer_bytes`` plus this write, what it bounds is the data still unsent

@@ -35,10 +35,11 @@ async def test_echo_keeps_order(open_comm):
 async def test_buffer_round_trip(open_comm):
     comm = await open_comm("echo")
     payload = bytes(range(256)) * 4096  # 1 MiB
-    await comm.send({"kind": "blob"}, buffers=[payload, b"second"])
+    buffers = [b"odd", payload, b"second", payload[::-1]]  # large ones at unaligned offsets
+    await comm.send({"kind": "blob"}, buffers=buffers)
     message = await asyncio.wait_for(comm.recv(), TIMEOUT)
     assert message.data == {"kind": "blob"}
-    assert message.buffers == [payload, b"second"]
+    assert message.buffers == buffers
 
 
 async def test_kernel_sees_open_data_query_and_identity(open_comm):

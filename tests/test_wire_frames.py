@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
+from tornado.util import _websocket_mask_python
 
 from jupyter_transports.framing import (
     LENGTH_16,
     LENGTH_64,
+    OPCODE_BINARY,
+    UNJOINED_BYTES,
     FrameMode,
     OutgoingFrame,
     decode_frame,
+    masked_frame,
     pack_binary,
     websocket_header,
 )
@@ -47,19 +52,41 @@ def test_websocket_header_lengths(length):
 )
 def test_wire_is_the_frame_for_the_mode(data, buffers, mode):
     frame = OutgoingFrame(data, buffers)
-    wire = frame.wire(mode)
+    pieces = frame.wire(mode)
+    wire = b"".join(pieces)
     payload = frame.for_mode(mode)
     first, length, size = parse_header(wire)
     assert first == (0x82 if isinstance(payload, bytes) else 0x81)
     body = payload if isinstance(payload, bytes) else payload.encode()
     assert (length, wire[size:]) == (len(body), body)
-    assert frame.wire(mode) is wire  # built once, shared by every recipient
+    assert frame.wire(mode) is pieces  # built once, shared by every recipient
+    large = [b for b in buffers if len(b) >= UNJOINED_BYTES]
+    assert [p for p in pieces if any(p is b for b in large)] == large  # written, never copied
 
 
 def test_decode_without_copy_gives_views_of_the_frame():
     frame = pack_binary(b'{"k":1}', [b"abc", b"defg"])
-    data, buffers = decode_frame(frame, FrameMode.JSON, copy=False)
+    data, buffers = decode_frame(frame, FrameMode.JSON)
     assert data == {"k": 1}
     assert all(isinstance(b, memoryview) for b in buffers)
     assert [bytes(b) for b in buffers] == [b"abc", b"defg"]
-    assert decode_frame(frame, FrameMode.JSON)[1] == [b"abc", b"defg"]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "pieces_written"),
+    [([5], 1), ([27, 70_000, 6, 70_001], 4), ([65_536, 3], 3)],  # large ones never joined
+)
+def test_masked_frame_is_the_payload_masked_as_one(sizes, pieces_written):
+    payload = [os.urandom(n) for n in sizes]
+    pieces = masked_frame(OPCODE_BINARY, payload)
+    wire = b"".join(pieces)
+    first, second = wire[0], wire[1]
+    assert first == 0x82 and second & 0x80, "a final binary frame, masked"
+    length = second & 0x7F
+    size = {LENGTH_16: 4, LENGTH_64: 10}.get(length, 2)
+    if size > 2:
+        (length,) = struct.unpack("!H" if size == 4 else "!Q", wire[2:size])
+    mask, body = wire[size : size + 4], wire[size + 4 :]
+    assert length == len(body) == sum(sizes)
+    assert _websocket_mask_python(mask, body) == b"".join(payload)
+    assert len(pieces) == pieces_written
