@@ -174,7 +174,7 @@ async def recv_comm_msg(connection: Any, comm_id: str) -> Echo:
             raise ConnectionError("the /channels socket closed")
         if isinstance(frame, bytes):
             head, buffers = unpack_binary(frame)
-            msg = json.loads(head)
+            msg = json.loads(bytes(head))
         else:
             msg, buffers = json.loads(frame), []
         if (

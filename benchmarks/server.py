@@ -146,6 +146,13 @@ class Server:
                 **config.get("ServerApp", {}),
             },
             "IdentityProvider": {"token": token},
+            # Once B's last /channels socket closes, jupyter_server would buffer every later
+            # kernel message (unbounded) for that session's return: CPU and memory charged to
+            # whatever path is measured next.
+            "MappingKernelManager": {
+                "buffer_offline_messages": False,
+                **config.get("MappingKernelManager", {}),
+            },
         }
         config_file = root / "jupyter_server_config.py"
         config_file.write_text(
