@@ -42,7 +42,7 @@ RESULTS = HERE / "results.json"
 README = HERE.parent / "README.md"
 README_SECTION = "## Performance"
 
-ROUNDS = 5  # every path measured once per round; figures are medians over rounds
+ROUNDS = 9  # every path measured once per round; figures are medians over rounds
 WARMUP = 5  # round trips before any timing
 ROUND_TRIPS = 100  # small round trips per path per round
 ROUND_TRIPS_SLOW = 20  # for B without TCP_NODELAY (each costs a delayed ACK, ~40 ms)
@@ -472,7 +472,8 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         "kernel. Fan-out: a comm opened by the kernel, N sockets attached (for B, N `/channels` "
         "sockets with TCP_NODELAY, each of which gets all of the kernel's iopub), one burst sent "
         "once by the kernel; CPU is the run time of all the server's and the kernel's threads "
-        "over the burst (Linux schedstat). "
+        "over the burst (Linux schedstat). The server runs with jupyter_server's "
+        "`buffer_offline_messages` off (see above). "
         "The CPU rows under the 1 MiB figure split each echo's CPU between the server, the kernel "
         "and the benchmark's client: on 2 cores the three processes share the machine, so their "
         "sum bounds the throughput (and in A's column the server's CPU is jupyter_server's own "
