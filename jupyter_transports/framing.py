@@ -93,7 +93,7 @@ def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
 
 
 def _binary_parts(data_json: bytes, buffers: Buffers) -> list[Buffer]:
-    """The pieces of a binary frame, offset table first, to be joined with a single copy."""
+    """The pieces of a binary frame, offset table first."""
     parts = [data_json, *buffers]
     n = len(parts)
     offsets = []

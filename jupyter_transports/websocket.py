@@ -89,7 +89,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     auth_resource = AUTH_RESOURCE
     bridge: KernelBridge | None = None
     client: Client
-    raw_frames = False  # write OutgoingFrame.wire() bytes (set in open)
+    raw_frames = False  # write the pieces of OutgoingFrame.wire() (set in open)
     _unsent: list[Pieces] | None = None  # frames waiting for the flush; None: none since the last
 
     def set_default_headers(self) -> None:
