@@ -114,6 +114,16 @@ class Kernel:
             if reply["parent_header"].get("msg_id") == msg_id:
                 return list(reply["content"]["comms"])
 
+    async def opened_comm(self, target_name: str) -> str:
+        """The id of the one comm to ``target_name``, once the kernel has it: the comm_open
+        comes on the server's connection, which may be behind this client's request."""
+        deadline = asyncio.get_running_loop().time() + TIMEOUT
+        while not (ids := await self.comm_ids(target_name)):
+            assert asyncio.get_running_loop().time() < deadline, f"no comm to {target_name}"
+            await asyncio.sleep(0.01)
+        [comm_id] = ids
+        return comm_id
+
 
 @pytest.fixture
 def kernel(jp_serverapp: Any, jp_asyncio_loop: Any) -> Iterator[Kernel]:

@@ -229,7 +229,7 @@ async def test_slow_client_closed_1013_and_others_served(
     fast = await open_comm("echo")  # another comm of the same kernel
     url = comm_url(server_url, kernel.id, "targets", "flood", token=token)
     async with websockets.connect(url, max_queue=1, max_size=None) as slow:  # reads nothing
-        [flood_id] = await kernel.comm_ids("flood")
+        flood_id = await kernel.opened_comm("flood")
         follower = await attach(flood_id)
         await slow.send(json.dumps({"count": 200, "size": 128 * 1024}))
 
