@@ -53,7 +53,7 @@ class Channel:
         **query: str,
     ) -> Channel:
         """Open the channel ``name`` of a kernel (a new comm to its target)."""
-        comm = await CommClient.open(server_url, kernel_id, name, token=token, **query)
+        comm = await CommClient.open(server_url, kernel_id, name, token=token, data=None, **query)
         return cls(comm, handler, timeout, batch=batch)
 
     async def call(self, name: str, *args: Any, timeout: float | None = None) -> Any:
