@@ -93,8 +93,9 @@ def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
 
 
 def _binary_parts(data_json: bytes, buffers: Buffers) -> list[Buffer]:
-    """The pieces of a binary frame, offset table first."""
-    parts = [data_json, *buffers]
+    """The pieces of a binary frame, offset table first; each buffer as bytes, or as a view whose
+    ``len`` is its size in bytes (an array of floats has fewer elements than bytes)."""
+    parts = [data_json, *(b if isinstance(b, bytes) else memoryview(b).cast("B") for b in buffers)]
     n = len(parts)
     offsets = []
     position = 4 * (n + 1)

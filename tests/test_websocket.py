@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from array import array
 
 import pytest
 import websockets
@@ -35,11 +36,12 @@ async def test_echo_keeps_order(open_comm):
 async def test_buffer_round_trip(open_comm):
     comm = await open_comm("echo")
     payload = bytes(range(256)) * 4096  # 1 MiB
-    buffers = [b"odd", payload, b"second", payload[::-1]]  # large ones at unaligned offsets
+    floats = memoryview(array("d", range(10_000)))  # 80,000 bytes in 10,000 elements
+    buffers = [b"odd", payload, b"second", floats]  # large ones at unaligned offsets
     await comm.send({"kind": "blob"}, buffers=buffers)
     message = await asyncio.wait_for(comm.recv(), TIMEOUT)
     assert message.data == {"kind": "blob"}
-    assert message.buffers == buffers
+    assert message.buffers == [bytes(b) for b in buffers]
 
 
 async def test_kernel_sees_open_data_query_and_identity(open_comm):
