@@ -21,10 +21,12 @@ from typing import Any
 import zmq
 from jupyter_server._tz import utcnow
 
-STATUS = "status"
+from .channels import STATUS
+
+# A kernel's execution_state, as its iopub status messages say it
 BUSY = "busy"
 STARTING = "starting"
-IDLE = "idle"
+IDLE = "idle"  # also: the status that ends a request's handling
 RESOLUTION = 1.0  # seconds: last_activity is written at most this often (culling counts minutes)
 
 

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from .activity import ActivityRecorder
+from .activity import IDLE, ActivityRecorder
 from .channels import (
     COMM_INFO_REQUEST,
     KERNEL_INFO_REQUEST,
@@ -39,7 +39,6 @@ from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKe
 from .stats import KernelStats
 
 SHUTDOWN_REPLY = "shutdown_reply"
-IDLE = "idle"  # content["execution_state"] of the iopub status that ends a request's handling
 CREATE_SUBSHELL_REQUEST = "create_subshell_request"
 DELETE_SUBSHELL_REQUEST = "delete_subshell_request"
 SUBSHELLS_FEATURE = "kernel subshells"  # in kernel_info_reply's supported_features
