@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 from jupyter_client.session import Session
 
-from jupyter_transports.framing import websocket_frame
+from jupyter_transports.writer import websocket_frame
 
 MESSAGES = 5000  # per step
 DRAIN = "import socket, sys\ns = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\nwhile s.recv(1 << 20): pass"

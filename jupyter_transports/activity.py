@@ -2,13 +2,12 @@
 
 jupyter_server watches every kernel's iopub with a subscriber of its own (``kernel.
 _activity_stream``, made by ``start_watching_activity``) that receives and deserializes every
-message, 1 MiB buffers included, to keep ``last_activity`` and ``execution_state`` current. While
-a bridge reads that iopub too, the server pays twice for each comm message: in the benchmarks
-that second reader was about half the server's CPU per small round trip and a fifth of it on
-1 MiB buffers. So while a kernel is bridged, its activity stream is unsubscribed (it stays
-connected, so handing back is quick) and :class:`ActivityRecorder` records the same facts, by
-the same rules, from the messages the bridge reads; at the bridge's close the stream subscribes
-again. ``TransportsExtension.record_kernel_activity = False`` leaves jupyter_server's stream alone.
+message, large buffers included, to keep ``last_activity`` and ``execution_state`` current. While
+a bridge reads that iopub too, the server would pay twice for each comm message. So while a
+kernel is bridged, its activity stream is unsubscribed (it stays connected, so handing back is
+quick) and :class:`ActivityRecorder` records the same facts, by the same rules, from the
+messages the bridge reads; at the bridge's close the stream subscribes again.
+``TransportsExtension.record_kernel_activity = False`` leaves jupyter_server's stream alone.
 """
 
 from __future__ import annotations
@@ -21,12 +20,8 @@ from typing import Any
 import zmq
 from jupyter_server._tz import utcnow
 
-from .channels import STATUS
+from .protocol import BUSY, IDLE, STARTING, STATUS
 
-# A kernel's execution_state, as its iopub status messages say it
-BUSY = "busy"
-STARTING = "starting"
-IDLE = "idle"  # also: the status that ends a request's handling
 RESOLUTION = 1.0  # seconds: last_activity is written at most this often (culling counts minutes)
 
 
@@ -41,6 +36,7 @@ class ActivityRecorder:
         kernel_id: str,
         unpack: Callable[[bytes], Any],
         log: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kernel_manager = kernel_manager
         self.kernel_id = kernel_id
@@ -48,7 +44,8 @@ class ActivityRecorder:
         self.unpack = unpack
         self.log = log
         self.untracked = frozenset(kernel_manager.untracked_message_types)
-        self._stamped = -RESOLUTION  # time.monotonic() of the last write of last_activity
+        self.clock = clock  # seconds, for the write rate
+        self._stamped = -RESOLUTION  # clock() at the last write of last_activity
         self._stream: Any = None  # the activity stream while it is unsubscribed
 
     def take_over(self) -> bool:
@@ -72,7 +69,7 @@ class ActivityRecorder:
         """One iopub message: its type, its parent's type, and its content (parsed only for a
         status)."""
         kernel, untracked = self.kernel, self.untracked
-        now = time.monotonic()
+        now = self.clock()
         if now - self._stamped >= RESOLUTION and (
             msg_type not in untracked
             or parent_type not in untracked

@@ -8,8 +8,8 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Instance, Int, List, Unicode, default
 
 from . import metrics
-from .bridge import BridgeManager
 from .handlers import default_handlers
+from .manager import BridgeManager
 
 MiB = 1024 * 1024
 STATIC_DIR = Path(__file__).parent / "static"  # served at {base_url}static/jupyter_transports/

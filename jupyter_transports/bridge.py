@@ -1,10 +1,10 @@
 """One bridge per kernel: the seam between the I/O (sockets, kernel channels) and the router.
 
-A :class:`KernelBridge` owns one kernel client, shared by every socket on that kernel. It reads the
-kernel's iopub and shell channels, feeds comm messages to its :class:`~.router.Router`, and carries
-out the actions the router returns. The :class:`BridgeManager` (owned by the extension app) makes
-bridges on first use, closes them when their last user leaves, and tells them when their kernel
-restarts, dies or shuts down.
+A :class:`KernelBridge` owns one kernel's channels, shared by every socket on that kernel. It
+reads the kernel's iopub, feeds comm messages to its :class:`~.router.Router`, and carries out
+the actions the router returns. The :class:`~.manager.BridgeManager` makes bridges on first use,
+closes them when their last user leaves, and tells them when their kernel restarts, dies or shuts
+down.
 
 Kernel subshells (JEP 91): comms to the targets named in ``subshell_targets`` are served by a
 subshell of the kernel that the bridge creates at start (if the kernel's ``kernel_info_reply``
@@ -20,32 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
-from .activity import IDLE, ActivityRecorder
-from .channels import (
-    COMM_INFO_REQUEST,
-    KERNEL_INFO_REQUEST,
-    STATUS,
-    ClientChannels,
-    KernelChannels,
-)
+from .channels import KernelChannels
 from .errors import CloseCode, CommNotFound, KernelFault, KernelTimeout
 from .framing import Buffers, OutgoingFrame
-from .router import COMM_MSG_TYPES, Action, Client, Close, Deliver, Router, ToKernel
+from .protocol import (
+    COMM_INFO_REQUEST,
+    COMM_MSG_TYPES,
+    CREATE_SUBSHELL_REQUEST,
+    DELETE_SUBSHELL_REQUEST,
+    IDLE,
+    KERNEL_INFO_REQUEST,
+    SHUTDOWN_REPLY,
+    STATUS,
+    SUBSHELLS_FEATURE,
+)
+from .router import Action, Close, Deliver, KernelCommMessage, Router, Subscriber, ToKernel
 from .stats import KernelStats
 
-SHUTDOWN_REPLY = "shutdown_reply"
-CREATE_SUBSHELL_REQUEST = "create_subshell_request"
-DELETE_SUBSHELL_REQUEST = "delete_subshell_request"
-SUBSHELLS_FEATURE = "kernel subshells"  # in kernel_info_reply's supported_features
 # What _read_iopub reads; the rest is dropped unread. Status: REST waits for the kernel to
 # finish handling a message (``settled``).
 IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY, STATUS}
-KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 KERNEL_RESTARTING = "kernel restarting"
 KERNEL_SHUT_DOWN = "kernel shut down"
@@ -92,16 +89,13 @@ class KernelBridge:
         self.stats = stats if stats is not None else KernelStats()
         self.subshell_targets = frozenset(subshell_targets)
         self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
-        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._idle: dict[str, asyncio.Future[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None  # of iopub
 
     async def start(self) -> None:
         await self.channels.start(self.kernel_timeout)
-        for read in (self._read_iopub, self._read_shell):
-            task = asyncio.create_task(read())
-            self._tasks.add(task)
-            task.add_done_callback(self._reader_done)
+        self._reader = asyncio.create_task(self._read_iopub())
+        self._reader.add_done_callback(self._reader_done)
         if self.subshell_targets:
             try:
                 self.subshell_id = await self._create_subshell()
@@ -131,7 +125,7 @@ class KernelBridge:
 
     def open_comm(
         self,
-        client: Client,
+        client: Subscriber,
         sink: Sink,
         target_name: str,
         data: Any,
@@ -153,11 +147,12 @@ class KernelBridge:
         if comm_id not in self.router.comms and comm_id not in await self.refresh_comms():
             raise CommNotFound(f"no comm {comm_id} in this kernel")
 
-    def attach(self, client: Client, sink: Sink) -> None:
+    def attach(self, client: Subscriber, sink: Sink) -> None:
         """Subscribe ``client`` to an existing comm (:class:`~.errors.CommNotFound` if unknown)."""
         self.check_open()
-        self.router.attach(client)
+        actions = self.router.attach(client)
         self.sinks[client.id] = sink
+        self.perform(actions)
 
     def send(self, client_id: str, data: Any, buffers: Buffers = (), size: int = 0) -> None:
         """A client's message to its comm; :class:`~.errors.ReadOnly` if it may only receive.
@@ -168,7 +163,7 @@ class KernelBridge:
             self.stats.messages_to_kernel += 1
             self.stats.bytes_to_kernel += size
 
-    def post(self, client: Client, sink: Sink, data: Any, *, count: int, size: int = 0) -> str:
+    def post(self, client: Subscriber, sink: Sink, data: Any, *, count: int, size: int = 0) -> str:
         """Send one message for a client not attached to the comm (a REST call); its id.
 
         Up to ``count`` of the kernel's replies to it (messages on the comm whose parent it is)
@@ -205,8 +200,7 @@ class KernelBridge:
 
     async def request(self, msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
         """Send a shell request and await its reply, at most ``kernel_timeout`` seconds."""
-        msg_id = self.channels.send(msg_type, content)
-        return await self._answer(self._replies, msg_id, f"no {msg_type} reply")
+        return await self.channels.request(msg_type, content, self.kernel_timeout)
 
     async def settled(self, msg_id: str) -> None:
         """Return once the kernel has handled the request ``msg_id`` (its iopub ``status: idle``).
@@ -214,22 +208,19 @@ class KernelBridge:
         Await it right after sending, with no other ``await`` between, so the status cannot be
         missed. Raises :class:`~.errors.KernelTimeout` after ``kernel_timeout`` seconds.
         """
-        await self._answer(self._idle, msg_id, "the kernel did not handle the request")
-
-    async def _answer(self, waiting: dict[str, asyncio.Future[Any]], msg_id: str, late: str) -> Any:
-        """What the readers resolve ``waiting[msg_id]`` with; :class:`KernelTimeout` if late."""
-        answer = waiting[msg_id] = asyncio.get_running_loop().create_future()
+        idle = self._idle[msg_id] = asyncio.get_running_loop().create_future()
         try:
-            return await asyncio.wait_for(answer, self.kernel_timeout)
+            await asyncio.wait_for(idle, self.kernel_timeout)
         except asyncio.TimeoutError:
-            raise KernelTimeout(f"{late} within {self.kernel_timeout} s") from None
+            late = f"the kernel did not handle the request within {self.kernel_timeout} s"
+            raise KernelTimeout(late) from None
         finally:
-            waiting.pop(msg_id, None)
+            self._idle.pop(msg_id, None)
 
     async def refresh_comms(self) -> dict[str, Any]:
         """Ask the kernel which comms it has; learn those the bridge had not seen opening."""
         reply = await self.request(COMM_INFO_REQUEST, {})
-        comms = reply["content"].get("comms", {})
+        comms: dict[str, Any] = reply["content"].get("comms", {})
         for comm_id, info in comms.items():
             self.router.comm_exists(comm_id, info.get("target_name", ""))
         return comms
@@ -241,31 +232,18 @@ class KernelBridge:
             msg = await self.channels.next_iopub()
             msg_type = msg["msg_type"]
             if msg_type in COMM_MSG_TYPES:
-                self.perform(
-                    self.router.from_kernel(
-                        msg_type,
-                        msg["content"],
-                        msg.get("metadata") or {},
-                        msg.get("buffers") or (),
-                        msg["parent_header"].get("msg_type"),
-                        msg["parent_header"].get("msg_id"),
-                    )
-                )
+                self.perform(self.router.from_kernel(KernelCommMessage.from_jupyter(msg)))
             elif msg_type == STATUS:
                 if msg["content"].get("execution_state") == IDLE:
-                    _resolve(self._idle.get(msg["parent_header"].get("msg_id")), None)
+                    idle = self._idle.get(msg["parent_header"].get("msg_id"))
+                    if idle is not None and not idle.done():
+                        idle.set_result(None)
             elif msg_type == SHUTDOWN_REPLY:
                 restart = msg["content"].get("restart")
                 self.kernel_gone(*_restart_or_shutdown(restart))
                 return
 
-    async def _read_shell(self) -> None:
-        while True:
-            msg = await self.channels.next_shell()
-            _resolve(self._replies.get(msg["parent_header"].get("msg_id")), msg)
-
     def _reader_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
         if task.cancelled() or self.closed:
             return
         error = task.exception()
@@ -337,187 +315,18 @@ class KernelBridge:
         if self.closed:
             return
         self.closed = True
-        for task in self._tasks:
-            task.cancel()
-        for waiting in (self._replies, self._idle):
-            for pending in waiting.values():
-                if not pending.done():
-                    pending.set_exception(KernelFault("the bridge to the kernel closed"))
+        if self._reader is not None:
+            self._reader.cancel()
+        for idle in self._idle.values():
+            if not idle.done():
+                idle.set_exception(KernelFault("the bridge to the kernel closed"))
         if self.subshell_id is not None:  # its thread would outlive the bridge in the kernel
             self.channels.send_control(DELETE_SUBSHELL_REQUEST, {"subshell_id": self.subshell_id})
         self.channels.stop()
         self._on_closed(self)
 
 
-def _resolve(future: asyncio.Future[Any] | None, result: Any) -> None:
-    if future is not None and not future.done():
-        future.set_result(result)
-
-
 def _restart_or_shutdown(restart: bool) -> tuple[CloseCode, str]:
     if restart:
         return CloseCode.RESTARTING, KERNEL_RESTARTING
     return CloseCode.GOING_AWAY, KERNEL_SHUT_DOWN
-
-
-class BridgeManager:
-    """The bridges of one server, one per kernel in use."""
-
-    def __init__(
-        self,
-        kernel_manager: Any,
-        *,
-        kernel_timeout: float,
-        log: logging.Logger,
-        event_logger: Any = None,
-        subshell_targets: Collection[str] = (),
-        record_activity: bool = True,
-    ) -> None:
-        self.kernel_manager = kernel_manager
-        self.kernel_timeout = kernel_timeout
-        self.subshell_targets = frozenset(subshell_targets)
-        self.record_activity = record_activity
-        self._recorders: dict[str, ActivityRecorder] = {}  # kernels whose activity bridges record
-        self.log = log
-        self.bridges: dict[str, KernelBridge] = {}
-        self.stats: dict[str, KernelStats] = {}
-        self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
-        self.event_logger = event_logger
-        if event_logger is not None:
-            event_logger.add_listener(
-                schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
-            )
-
-    def kernel_exists(self, kernel_id: str) -> bool:
-        return kernel_id in self.kernel_manager
-
-    async def acquire(self, kernel_id: str) -> KernelBridge:
-        """The kernel's bridge, started if need be; hold it until :meth:`release`."""
-        bridge = self.bridges.get(kernel_id)
-        if bridge is None or bridge.closed:
-            starting = self._starting.get(kernel_id)
-            if starting is None:
-                starting = self._starting[kernel_id] = asyncio.create_task(self._start(kernel_id))
-                starting.add_done_callback(lambda _: self._starting.pop(kernel_id, None))
-            bridge = await asyncio.shield(starting)
-        bridge.users += 1
-        return bridge
-
-    def release(self, bridge: KernelBridge) -> None:
-        bridge.users -= 1
-        if bridge.users <= 0:
-            bridge.close()
-
-    @asynccontextmanager
-    async def using(self, kernel_id: str) -> AsyncIterator[KernelBridge]:
-        """``async with manager.using(kernel_id) as bridge:`` holds a bridge for one call."""
-        bridge = await self.acquire(kernel_id)
-        try:
-            yield bridge
-        finally:
-            self.release(bridge)
-
-    async def _start(self, kernel_id: str) -> KernelBridge:
-        kernel = self.kernel_manager.get_kernel(kernel_id)
-        # A session of its own: a shell socket's identity is its session id, and the kernel
-        # answers only one of the sockets that share one.
-        session = kernel.session.clone()
-        session.session = uuid.uuid4().hex
-        channels = ClientChannels(
-            kernel.client(session=session),
-            iopub_types=IOPUB_TYPES,
-            control=bool(self.subshell_targets),
-        )
-        bridge = KernelBridge(
-            kernel_id,
-            channels,
-            kernel_timeout=self.kernel_timeout,
-            log=self.log,
-            on_closed=self._forget,
-            kernel_generation=self._generation(kernel_id),
-            stats=self.stats.setdefault(kernel_id, KernelStats()),
-            subshell_targets=self.subshell_targets,
-        )
-        try:
-            await bridge.start()
-        except BaseException:
-            channels.stop()
-            raise
-        if bridge.closed:  # the kernel went away while the bridge started
-            raise KernelFault(f"kernel {kernel_id} went away while the bridge started")
-        self.bridges[kernel_id] = bridge
-        self._watch(kernel_id, bridge, add=True)
-        if self.record_activity:
-            recorder = ActivityRecorder(self.kernel_manager, kernel_id, session.unpack, self.log)
-            if recorder.take_over():
-                channels.observe_iopub = recorder.record
-                self._recorders[kernel_id] = recorder
-        self.log.debug("Bridge to kernel %s started", kernel_id)
-        return bridge
-
-    def _forget(self, bridge: KernelBridge) -> None:
-        if self.bridges.get(bridge.kernel_id) is bridge:
-            del self.bridges[bridge.kernel_id]
-            self._watch(bridge.kernel_id, bridge, add=False)
-            recorder = self._recorders.pop(bridge.kernel_id, None)
-            if recorder is not None:
-                recorder.hand_back()
-            self.log.debug("Bridge to kernel %s closed", bridge.kernel_id)
-
-    def _watch(self, kernel_id: str, bridge: KernelBridge, *, add: bool) -> None:
-        """(Un)register the kernel manager's callbacks for automatic restarts and deaths."""
-        if kernel_id not in self.kernel_manager:
-            return
-        register = (
-            self.kernel_manager.add_restart_callback
-            if add
-            else self.kernel_manager.remove_restart_callback
-        )
-        register(kernel_id, bridge.kernel_restarted, "restart")
-        register(kernel_id, bridge.kernel_died, "dead")
-
-    def _generation(self, kernel_id: str) -> object:
-        """What tells one start of a kernel from the next: jupyter_client makes a new ``ready``
-        future each time it starts (or restarts) a kernel."""
-        return getattr(self.kernel_manager.get_kernel(kernel_id), "ready", None)
-
-    def _outlived_its_kernel(self, bridge: KernelBridge) -> bool:
-        """A bridge made during a restart already talks to the new kernel; older ones do not."""
-        return bridge.kernel_generation is not self._generation(bridge.kernel_id)
-
-    async def _on_kernel_action(self, logger: Any, schema_id: str, data: Mapping[str, Any]) -> None:
-        """Catch shutdowns and restarts that sent no ``shutdown_reply`` (killed, culled, hung)."""
-        bridge = self.bridges.get(data.get("kernel_id", ""))
-        if bridge is None or data.get("status") != "success":
-            return
-        action = data.get("action")
-        if action == "shutdown":
-            bridge.kernel_gone(CloseCode.GOING_AWAY, KERNEL_SHUT_DOWN)
-        elif action == "restart" and self._outlived_its_kernel(bridge):
-            bridge.kernel_gone(CloseCode.RESTARTING, KERNEL_RESTARTING)
-
-    def status(self) -> dict[str, dict[str, int]]:
-        """Per kernel that has been bridged and still lives: its traffic and current subscribers."""
-        for kernel_id in [k for k in self.stats if not self.kernel_exists(k)]:
-            del self.stats[kernel_id]
-        status = {}
-        for kernel_id, stats in self.stats.items():
-            bridge = self.bridges.get(kernel_id)
-            comms = bridge.router.comms.values() if bridge is not None else ()
-            status[kernel_id] = {
-                "comms": len(comms),
-                "clients": sum(len(comm.clients) for comm in comms),
-                **stats.as_dict(),
-            }
-        return status
-
-    def stop(self) -> None:
-        """The server stops: close every bridge's comms and sockets."""
-        for bridge in list(self.bridges.values()):
-            bridge.server_stopping()
-        for task in self._starting.values():
-            task.cancel()
-        if self.event_logger is not None:
-            self.event_logger.remove_listener(
-                schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
-            )

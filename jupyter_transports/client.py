@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
@@ -25,9 +25,11 @@ from tornado.websocket import (
 )
 
 from .errors import CloseCode
-from .framing import OPCODE_BINARY, Buffers, FrameMode, OutgoingFrame, decode_frame, masked_frame
+from .framing import Buffers, FrameMode, OutgoingFrame, decode_frame
+from .writer import OPCODE_BINARY, masked_frame
 
 API_PATH = "api/transports/kernels"
+FRAMES_PARAM = "frames"
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024  # accept anything up to 1 GiB from the server
 
 
@@ -90,11 +92,8 @@ class CommClient:
         """Open a new comm to ``target_name``; it closes when this client does."""
         if data is not None:
             query["data"] = json.dumps(data)
-        return await cls._connect(
-            comm_url(server_url, kernel_id, "targets", target_name, **query, frames=frames),
-            token,
-            FrameMode(frames),
-        )
+        url = comm_url(server_url, kernel_id, "targets", target_name, **query, frames=frames)
+        return await cls.connect(url, token=token)
 
     @classmethod
     async def attach(
@@ -108,16 +107,18 @@ class CommClient:
         **query: str,
     ) -> CommClient:
         """Attach to an existing comm (e.g. a widget's)."""
-        return await cls._connect(
-            comm_url(server_url, kernel_id, "comms", comm_id, **query, frames=frames),
-            token,
-            FrameMode(frames),
-        )
+        url = comm_url(server_url, kernel_id, "comms", comm_id, **query, frames=frames)
+        return await cls.connect(url, token=token)
 
     @classmethod
-    async def _connect(
-        cls, url: str, token: str | None, mode: FrameMode, headers: dict[str, str] | None = None
+    async def connect(
+        cls,
+        url: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> CommClient:
+        """Connect to an endpoint's ``ws(s)://`` URL as it is (see :func:`comm_url`)."""
         headers = dict(headers or {})
         if token:
             headers["Authorization"] = f"token {token}"
@@ -127,7 +128,8 @@ class CommClient:
             )
         except HTTPClientError as e:
             raise Refused(e.code, e.message or "") from None
-        return cls(connection, mode)
+        frames = parse_qs(urlsplit(url).query).get(FRAMES_PARAM, [FrameMode.JSON.value])[-1]
+        return cls(connection, FrameMode(frames))
 
     async def send(self, data: Any, buffers: Buffers = ()) -> None:
         """Send one comm message."""

@@ -21,21 +21,17 @@ Binary frame (any mode; used when the message carries buffers)
 
     A part ends where the next begins; the last ends with the frame.
 
-Ready-made frames (server to client)
-    A kernel message fanned out to many sockets is the same frame for each of them: the
-    server's frames are unmasked (RFC 6455, section 5.1), and compression is off unless
-    configured. :meth:`OutgoingFrame.wire` builds that frame, header included, once per frame
-    mode, so a delivery is a write of shared bytes, with no encoding or copying per socket.
-    Large buffers stay pieces of their own (views of the kernel's message), written as they
-    are, never joined into a copy.
+A kernel message fanned out to many sockets is the same frame for each of them:
+:class:`OutgoingFrame` encodes it at most once per form, for all its recipients, and its binary
+form stays in pieces, so large buffers (views of the kernel's message) are never joined into a
+copy. The WebSocket framing around it (RFC 6455) is :mod:`.writer`'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -43,29 +39,14 @@ from itertools import pairwise
 from typing import Any
 
 from jupyter_client.jsonutil import json_default
-from tornado.util import _websocket_mask  # C (tornado.speedups) where built
 
 from .errors import BadFrame
+from .protocol import Buffer
 
-Buffer = bytes | memoryview
 Buffers = Sequence[Buffer]
 Frame = str | bytes
-Pieces = tuple[Buffer, ...]  # one WebSocket frame, to be written piece after piece
-
-UNJOINED_BYTES = 64 * 1024  # a buffer this large is written as it is rather than joined
 
 _UINT32 = struct.Struct("!I")
-
-# RFC 6455 section 5.2: the header of a final, unmasked frame
-FIN = 0x80
-MASKED = 0x80  # in the second byte: a masking key follows the length
-OPCODE_TEXT = 0x1
-OPCODE_BINARY = 0x2
-LENGTH_16 = 126  # a 7-bit length of 126: the real length follows as uint16
-LENGTH_64 = 127  # ... of 127: as uint64
-_SHORT = struct.Struct("!BB")
-_MEDIUM = struct.Struct("!BBH")
-_LONG = struct.Struct("!BBQ")
 
 
 class FrameMode(str, Enum):
@@ -103,58 +84,6 @@ def _binary_parts(data_json: bytes, buffers: Buffers) -> list[Buffer]:
         offsets.append(position)
         position += len(part)
     return [struct.pack(f"!{n + 1}I", n, *offsets), *parts]
-
-
-def websocket_header(opcode: int, length: int, mask: bytes = b"") -> bytes:
-    """The header of a final WebSocket frame of ``length`` payload bytes, masked with ``mask``
-    (4 bytes) if one is given."""
-    bit = MASKED if mask else 0
-    if length < LENGTH_16:
-        return _SHORT.pack(FIN | opcode, bit | length) + mask
-    if length < 1 << 16:
-        return _MEDIUM.pack(FIN | opcode, bit | LENGTH_16, length) + mask
-    return _LONG.pack(FIN | opcode, bit | LENGTH_64, length) + mask
-
-
-def masked_frame(opcode: int, payload: Buffers) -> Pieces:
-    """A client's frame (RFC 6455 section 5.3: masked) of the ``payload`` pieces, in pieces.
-
-    Each piece is masked on its own, from where it starts in the payload, and large ones are
-    never joined: one copy of a large buffer, where framing the joined payload makes four.
-    """
-    mask = os.urandom(4)
-    masked: list[Buffer] = []
-    start = 0
-    for piece in payload:
-        turn = start % 4
-        masked.append(_websocket_mask(mask[turn:] + mask[:turn], bytes(piece)))
-        start += len(piece)
-    return _join_small([websocket_header(opcode, start, mask), *masked])
-
-
-def _join_small(pieces: list[Buffer]) -> Pieces:
-    """``pieces`` with each run of small ones joined; large ones stay as they are."""
-    joined: list[Buffer] = []
-    run: list[Buffer] = []
-    for piece in pieces:
-        if len(piece) < UNJOINED_BYTES:
-            run.append(piece)
-            continue
-        if run:
-            joined.append(b"".join(run))
-            run = []
-        joined.append(piece)
-    if run:
-        joined.append(b"".join(run))
-    return tuple(joined)
-
-
-def websocket_frame(payload: Frame) -> bytes:
-    """``payload`` as a whole server-to-client WebSocket frame (text if str, binary if bytes)."""
-    if isinstance(payload, str):
-        data = payload.encode("utf-8")
-        return websocket_header(OPCODE_TEXT, len(data)) + data
-    return websocket_header(OPCODE_BINARY, len(payload)) + payload
 
 
 def unpack_binary(frame: bytes) -> tuple[memoryview, list[memoryview]]:
@@ -214,15 +143,19 @@ class OutgoingFrame:
 
     data: Any
     buffers: Buffers = field(default_factory=list)
+    # What writers made of this frame, by a key of theirs (the WebSocket frame per mode): made
+    # for the first recipient, shared by the others.
+    encoded: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
-    def _json(self) -> str:
+    def json_text(self) -> str:
+        """``data`` as JSON."""
         return dumps(self.data)
 
     @cached_property
     def parts(self) -> list[Buffer]:
         """The binary frame's pieces (offset table, JSON, buffers), not yet joined."""
-        return _binary_parts(self._json.encode("utf-8"), self.buffers)
+        return _binary_parts(self.json_text.encode("utf-8"), self.buffers)
 
     @cached_property
     def _binary(self) -> bytes:
@@ -232,20 +165,8 @@ class OutgoingFrame:
     def size(self) -> int:
         """Bytes of the default-mode frame's payload (for the traffic counters)."""
         if not self.buffers:
-            return utf8_size(self._json)
+            return utf8_size(self.json_text)
         return sum(len(part) for part in self.parts)
-
-    @cached_property
-    def _wire_json(self) -> Pieces:
-        return (websocket_frame(self._json),)
-
-    @cached_property
-    def _wire_text(self) -> Pieces:
-        return (websocket_frame(self.data),)
-
-    @cached_property
-    def _wire_binary(self) -> Pieces:
-        return _join_small([websocket_header(OPCODE_BINARY, self.size), *self.parts])
 
     def for_mode(self, mode: FrameMode) -> Frame:
         """The frame a socket in ``mode`` receives."""
@@ -253,12 +174,4 @@ class OutgoingFrame:
             return self._binary
         if mode is FrameMode.TEXT and isinstance(self.data, str):
             return self.data
-        return self._json
-
-    def wire(self, mode: FrameMode) -> Pieces:
-        """:meth:`for_mode` as a whole uncompressed WebSocket frame, in pieces ready to write."""
-        if self.buffers:
-            return self._wire_binary
-        if mode is FrameMode.TEXT and isinstance(self.data, str):
-            return self._wire_text
-        return self._wire_json
+        return self.json_text

@@ -20,13 +20,12 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_escape, url_path_join
 from tornado import httputil, web
-from tornado.iostream import IOStream, StreamBufferFullError
 
 from . import rest, sse
 from .bridge import KernelBridge
 from .errors import CloseCode
 from .framing import OutgoingFrame, dumps
-from .router import Client
+from .router import Subscriber
 from .websocket import (
     AUTH_RESOURCE,
     EXECUTE,
@@ -35,6 +34,7 @@ from .websocket import (
     NewCommHandler,
     TransportsHandlerMixin,
 )
+from .writer import BoundedWriter
 
 API = r"/api/transports"
 KERNEL = API + r"/kernels/(?P<kernel_id>[\w-]+)"
@@ -154,7 +154,8 @@ class EventsHandler(TransportsAPIHandler):
     """
 
     ended: asyncio.Event
-    client: Client
+    client: Subscriber
+    writer: BoundedWriter
     bridge_in_use: KernelBridge | None = None
 
     @web.authenticated
@@ -167,8 +168,10 @@ class EventsHandler(TransportsAPIHandler):
             self.set_header("Content-Type", sse.CONTENT_TYPE)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold events back
-            stream = self.stream
-            unbounded = stream.max_write_buffer_size
+            self.writer = BoundedWriter(
+                self.request.connection.stream,  # type: ignore[union-attr]
+                self.extensionapp.client_buffer_bytes,  # type: ignore[attr-defined]
+            )
             bridge.attach(self.client, self)
             self.bridge_in_use = bridge
             try:
@@ -177,8 +180,8 @@ class EventsHandler(TransportsAPIHandler):
             finally:
                 self.bridge_in_use = None
                 bridge.leave(self.client.id)
-                stream.max_write_buffer_size = unbounded  # the connection may serve more requests
-        if not stream.closed():
+                self.writer.unbound()  # the connection may serve more requests
+        if not self.writer.stream.closed():
             self.finish(set_content_type=sse.CONTENT_TYPE)
 
     async def keep_alive(self) -> None:
@@ -190,28 +193,16 @@ class EventsHandler(TransportsAPIHandler):
             except asyncio.TimeoutError:
                 self.send(sse.KEEPALIVE)
 
-    @property
-    def stream(self) -> IOStream:
-        """The HTTP connection's stream; its write buffer limit bounds a slow client."""
-        return self.request.connection.stream  # type: ignore[union-attr,no-any-return]
-
     def send(self, chunk: bytes) -> None:
-        """Write now, without waiting: a client too far behind is dropped, as a socket would be.
-
-        As for sockets, what is bounded is the data still unsent before this chunk.
-        """
+        """Write now, without waiting: a client too far behind is dropped, as a socket would be."""
         if self.ended.is_set():
             return
-        limit = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
-        self.stream.max_write_buffer_size = limit + len(chunk)
         self.write(chunk)
-        try:
-            self.flush()
-        except StreamBufferFullError:
+        if not self.writer.write(len(chunk), self.flush):
             self.log.warning("Event stream %s fell too far behind; closing it", self.client.id)
             if self.bridge_in_use is not None:
                 self.bridge_in_use.count_drop()
-            self.stream.close()
+            self.writer.stream.close()
             self.ended.set()
 
     def on_connection_close(self) -> None:

@@ -30,23 +30,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .rpc import (
+from .protocol import CLIENT_KEY, METADATA_KEY, USER_KEY
+from .rpc.codec import (
     CALL,
-    DEFAULT_TIMEOUT,
     ECHO,
     PIPE,
     ConnectionLost,
-    Endpoint,
     NoClient,
     RemoteError,
     join_async_stream,
 )
+from .rpc.endpoint import DEFAULT_TIMEOUT, Endpoint
 
 ANY = "any"
 ALL = "all"
-TRANSPORTS_KEY = "transports"  # metadata["transports"], set by the bridge on every comm_open
-CLIENT_KEY = "client"
-USER_KEY = "user"
 
 __all__ = ["ALL", "ANY", "Channel", "ConnectionLost", "NoClient", "RemoteError"]
 
@@ -240,7 +237,7 @@ class Channel:
     # -- the comms ---------------------------------------------------------------------------
 
     def _on_open(self, comm: Any, open_msg: Mapping[str, Any]) -> None:
-        who = (open_msg.get("metadata") or {}).get(TRANSPORTS_KEY) or {}
+        who = (open_msg.get("metadata") or {}).get(METADATA_KEY) or {}
         peer_id = str(who.get(CLIENT_KEY) or comm.comm_id)  # a frontend without the bridge
         endpoint = Endpoint(
             lambda data, buffers: comm.send(data, buffers=buffers),

@@ -16,7 +16,7 @@ from typing import Any, TypeGuard
 from .bridge import KernelBridge
 from .errors import BadFrame, BadRequest, CloseCode, CommNotFound, KernelTimeout, TooLarge
 from .framing import OutgoingFrame, loads
-from .router import Client
+from .router import Subscriber
 
 DATA = "data"
 WAIT = "wait"
@@ -117,7 +117,7 @@ async def list_comms(bridge: KernelBridge) -> dict[str, dict[str, Any]]:
 
 async def open_comm(
     bridge: KernelBridge,
-    client: Client,
+    client: Subscriber,
     collector: ReplyCollector,
     target_name: str,
     data: Any,
@@ -148,7 +148,7 @@ async def open_comm(
 
 async def send(
     bridge: KernelBridge,
-    client: Client,
+    client: Subscriber,
     collector: ReplyCollector,
     data: Any,
     *,

@@ -3,6 +3,8 @@
 Events come in as method calls (a client opens, attaches, sends, leaves; the kernel sends a comm
 message; the kernel goes away); what the I/O side must do comes back as a list of actions.
 
+A *subscriber* is one client's presence on one comm: a socket, an event stream, a REST call.
+
 Rules, in plain words:
 
 1. A client is attached to exactly one comm. A comm has at most one owner: the client whose
@@ -25,21 +27,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CloseCode, CommNotFound, ReadOnly
 from .framing import Buffers, OutgoingFrame
-
-COMM_OPEN = "comm_open"
-COMM_MSG = "comm_msg"
-COMM_CLOSE = "comm_close"
-COMM_MSG_TYPES = frozenset({COMM_OPEN, COMM_MSG, COMM_CLOSE})
-
-METADATA_KEY = "transports"  # metadata["transports"] on every comm message the bridge sends
-CLIENT_KEY = "client"
-USER_KEY = "user"
-QUERY_KEY = "query"
-TO_KEY = "to"  # metadata["transports"]["to"] on a kernel message: the only recipients
+from .protocol import (
+    CLIENT_KEY,
+    COMM_CLOSE,
+    COMM_MSG,
+    COMM_OPEN,
+    METADATA_KEY,
+    QUERY_KEY,
+    TO_KEY,
+    USER_KEY,
+)
 
 CLOSED_BY_KERNEL = "comm closed by the kernel"
 CLOSED_BY_OWNER = "comm closed by the client that opened it"
@@ -49,8 +50,8 @@ REPLIES_COMPLETE = "every expected reply arrived"
 
 
 @dataclass(frozen=True)
-class Client:
-    """One socket (or other subscriber) on one comm."""
+class Subscriber:
+    """One client on one comm: a socket, an event stream or a REST call."""
 
     id: str
     comm_id: str
@@ -89,11 +90,35 @@ class ToKernel:
 Action = Deliver | Close | ToKernel
 
 
+class KernelCommMessage(NamedTuple):
+    """A comm message the kernel published on iopub (an event; a tuple, as it comes per message)."""
+
+    msg_type: str
+    content: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    buffers: Buffers = ()
+    parent_msg_type: str | None = None
+    parent_msg_id: str | None = None
+
+    @classmethod
+    def from_jupyter(cls, msg: Mapping[str, Any]) -> KernelCommMessage:
+        """The event of a message dict as jupyter_client makes them."""
+        parent = msg["parent_header"]
+        return cls(
+            msg["msg_type"],
+            msg["content"],
+            msg.get("metadata") or {},
+            msg.get("buffers") or (),
+            parent.get("msg_type"),
+            parent.get("msg_id"),
+        )
+
+
 @dataclass
 class Collector:
     """A client waiting for the replies to one message it sent (rule 6)."""
 
-    client: Client
+    client: Subscriber
     remaining: int
 
 
@@ -104,7 +129,7 @@ class Comm:
     id: str
     target_name: str
     owner: str | None = None
-    clients: dict[str, Client] = field(default_factory=dict)
+    clients: dict[str, Subscriber] = field(default_factory=dict)
     collectors: dict[str, Collector] = field(default_factory=dict)  # by parent msg id
 
 
@@ -113,13 +138,13 @@ class Router:
 
     def __init__(self) -> None:
         self.comms: dict[str, Comm] = {}
-        self.clients: dict[str, Client] = {}
+        self.clients: dict[str, Subscriber] = {}
 
     # -- clients -----------------------------------------------------------------------------
 
     def open_comm(
         self,
-        client: Client,
+        client: Subscriber,
         target_name: str,
         data: Any,
         query: Mapping[str, str],
@@ -139,12 +164,13 @@ class Router:
         content = {"comm_id": comm.id, "target_name": target_name, "data": data}
         return [ToKernel(COMM_OPEN, content, metadata, target_name=target_name)]
 
-    def attach(self, client: Client) -> None:
+    def attach(self, client: Subscriber) -> list[Action]:
         """``client`` starts receiving the messages of an existing comm."""
         comm = self.comms.get(client.comm_id)
         if comm is None:
             raise CommNotFound(f"no comm {client.comm_id}")
         self._add(comm, client)
+        return []
 
     def send(self, client_id: str, data: Any, buffers: Buffers = ()) -> list[Action]:
         """A client sends a message on its comm."""
@@ -153,20 +179,20 @@ class Router:
             return []  # already closed: its last frames are dropped with its socket
         return self._message(client, data, buffers)
 
-    def post(self, client: Client, data: Any, buffers: Buffers = ()) -> list[Action]:
+    def post(self, client: Subscriber, data: Any, buffers: Buffers = ()) -> list[Action]:
         """One message from a client that is not attached to the comm (a REST call)."""
         if client.comm_id not in self.comms:
             raise CommNotFound(f"no comm {client.comm_id}")
         return self._message(client, data, buffers)
 
-    def _message(self, client: Client, data: Any, buffers: Buffers) -> list[Action]:
+    def _message(self, client: Subscriber, data: Any, buffers: Buffers) -> list[Action]:
         if not client.can_send:
             raise ReadOnly("this client may only receive")
         comm = self.comms[client.comm_id]
         content = {"comm_id": comm.id, "data": data}
         return [ToKernel(COMM_MSG, content, _metadata(client), buffers, comm.target_name)]
 
-    def expect_replies(self, client: Client, parent_msg_id: str, count: int) -> None:
+    def expect_replies(self, client: Subscriber, parent_msg_id: str, count: int) -> None:
         """``client`` collects at most ``count`` (> 0) replies to the message ``parent_msg_id``."""
         comm = self.comms.get(client.comm_id)
         if comm is None:
@@ -206,16 +232,9 @@ class Router:
         """The kernel has this comm (it opened it, or said so in a ``comm_info_reply``)."""
         self.comms.setdefault(comm_id, Comm(comm_id, target_name))
 
-    def from_kernel(
-        self,
-        msg_type: str,
-        content: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        buffers: Buffers = (),
-        parent_msg_type: str | None = None,
-        parent_msg_id: str | None = None,
-    ) -> list[Action]:
+    def from_kernel(self, message: KernelCommMessage) -> list[Action]:
         """A comm message arrived on the kernel's iopub channel."""
+        msg_type, content, metadata, buffers, parent_msg_type, parent_msg_id = message
         comm_id: str = content.get("comm_id", "")
         if msg_type == COMM_OPEN:
             self.comm_exists(comm_id, content.get("target_name", ""))
@@ -257,7 +276,7 @@ class Router:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _add(self, comm: Comm, client: Client) -> None:
+    def _add(self, comm: Comm, client: Subscriber) -> None:
         comm.clients[client.id] = client
         self.clients[client.id] = client
 
@@ -294,7 +313,7 @@ def _closing(comm: Comm, metadata: dict[str, Any] | None = None) -> ToKernel:
     return ToKernel(COMM_CLOSE, content, metadata or {}, target_name=comm.target_name)
 
 
-def _metadata(client: Client) -> dict[str, Any]:
+def _metadata(client: Subscriber) -> dict[str, Any]:
     return {METADATA_KEY: {CLIENT_KEY: client.id, USER_KEY: client.user}}
 
 

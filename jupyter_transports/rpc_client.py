@@ -16,7 +16,8 @@ from typing import Any
 
 from .client import CommClient
 from .errors import CloseCode
-from .rpc import CALL, ECHO, PIPE, ConnectionLost, Endpoint, RemoteError, join_async_stream
+from .rpc.codec import CALL, ECHO, PIPE, ConnectionLost, RemoteError, join_async_stream
+from .rpc.endpoint import Endpoint
 
 __all__ = ["Channel", "ConnectionLost", "RemoteError"]
 

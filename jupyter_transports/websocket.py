@@ -9,8 +9,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
-from itertools import chain
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -20,13 +18,14 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
-from tornado.websocket import WebSocketClosedError, WebSocketHandler
+from tornado.websocket import WebSocketHandler
 
-from .bridge import BridgeManager, KernelBridge
+from .bridge import KernelBridge
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
-from .framing import FrameMode, OutgoingFrame, Pieces, decode_frame, loads, utf8_size
-from .router import Client
+from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
+from .manager import BridgeManager
+from .router import Subscriber
+from .writer import FrameWriter, wire_pieces
 
 AUTH_RESOURCE = "kernels"
 EXECUTE = "execute"
@@ -34,7 +33,6 @@ READ = "read"
 TOKEN_PARAM = "token"
 DATA_PARAM = "data"
 FRAMES_PARAM = "frames"
-COALESCE_BYTES = 256 * 1024  # frames waiting together up to this size are joined into one write
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
@@ -69,10 +67,10 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
             if name != TOKEN_PARAM
         }
 
-    def new_client(self, comm_id: str | None = None, *, can_send: bool = True) -> Client:
-        """A client of ``comm_id`` (of a new comm if None) for the current user."""
+    def new_client(self, comm_id: str | None = None, *, can_send: bool = True) -> Subscriber:
+        """A subscriber to ``comm_id`` (to a new comm if None) for the current user."""
         user = self.current_user.username  # type: ignore[attr-defined]
-        return Client(uuid.uuid4().hex, comm_id or uuid.uuid4().hex, user, can_send)
+        return Subscriber(uuid.uuid4().hex, comm_id or uuid.uuid4().hex, user, can_send)
 
     @contextmanager
     def http_errors(self) -> Iterator[None]:
@@ -88,9 +86,9 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     auth_resource = AUTH_RESOURCE
     bridge: KernelBridge | None = None
-    client: Client
-    raw_frames = False  # write the pieces of OutgoingFrame.wire() (set in open)
-    _unsent: list[Pieces] | None = None  # frames waiting for the flush; None: none since the last
+    client: Subscriber
+    writer: FrameWriter | None = None  # set in open
+    raw_frames = False  # write the frames of wire_pieces() (set in open)
 
     def set_default_headers(self) -> None:
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
@@ -134,13 +132,16 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         # socket: write the kernel message's ready-made frame rather than re-frame it per socket
         # (write_message copies the payload and starts a task per call).
         self.raw_frames = self.get_compression_options() is None
+        connection = self.ws_connection
+        assert connection is not None and connection.stream is not None
+        self.writer = FrameWriter(
+            connection.stream,
+            self.extensionapp.client_buffer_bytes,  # type: ignore[attr-defined]
+            self.drop_slow_client,
+            connection.is_closing,
+        )
         self.set_nodelay(True)
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
-
-    @property
-    def stream_of_socket(self) -> IOStream:
-        """The upgraded connection's stream; its write buffer limit bounds a slow client."""
-        return self.ws_connection.stream  # type: ignore[union-attr,return-value]
 
     def on_message(self, message: str | bytes) -> None:
         if self.bridge is None:
@@ -165,65 +166,20 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     # -- the bridge's sink ---------------------------------------------------------------------
 
     def deliver(self, frame: OutgoingFrame) -> None:
+        writer = self.writer
+        if writer is None or writer.closed or writer.closing():
+            return  # on_close follows and says goodbye to the bridge
         if self.raw_frames:
-            # The first frame goes out at once (no added latency); the rest of the same burst
-            # from the kernel (routed before the event loop next runs) leave together in one
-            # write: one syscall and one future per socket, not per message, which was most of
-            # the server's cost per delivery in a fan-out.
-            wire = frame.wire(self.mode)
-            if self._unsent is not None:
-                self._unsent.append(wire)
-                return
-            self._unsent = []
-            IOLoop.current().add_callback(self._flush)
-            self._write_wire([wire])
+            writer.send(wire_pieces(frame, self.mode))
             return
         message = frame.for_mode(self.mode)
         binary = isinstance(message, bytes)
-        self._write(lambda: self.write_message(message, binary=binary), len(message))
-
-    def _flush(self) -> None:
-        frames, self._unsent = self._unsent or [], None
-        self._write_wire(frames)
-
-    def _write_wire(self, frames: list[Pieces]) -> None:
-        if not frames or self.ws_connection is None or self.ws_connection.is_closing():
-            return  # on_close follows and says goodbye to the bridge
-        if len(frames) > 1 and sum(map(len, chain(*frames))) <= COALESCE_BYTES:
-            frames = [(b"".join(chain(*frames)),)]
-        for pieces in frames:
-            if not self._write(partial(self._write_pieces, pieces), len(pieces[0])):
-                return
-
-    def _write_pieces(self, pieces: Pieces) -> None:
-        stream = self.stream_of_socket
-        stream.write(pieces[0])
-        stream.max_write_buffer_size = None  # the rest of a frame is never refused
-        for piece in pieces[1:]:
-            stream.write(piece)
-
-    def _write(self, write: Callable[[], object], size: int) -> bool:
-        """Call ``write`` (``size`` bytes first); False if the socket is closed or closing after.
-
-        The stream refuses a write that would leave more than its limit unsent; with the limit
-        at ``client_buffer_bytes`` plus this write, what it bounds is the data still unsent
-        *before* this write, so a kernel message larger than the buffer still goes out.
-        """
-        self.stream_of_socket.max_write_buffer_size = self.extensionapp.client_buffer_bytes + size  # type: ignore[attr-defined]
-        try:
-            write()
-            return True
-        except StreamBufferFullError:
+        if not writer.write(len(message), lambda: self.write_message(message, binary=binary)):
             self.drop_slow_client()
-        except (WebSocketClosedError, StreamClosedError):
-            pass  # on_close follows and says goodbye to the bridge
-        return False
 
     def drop_slow_client(self) -> None:
         """Close with 1013 and let go of what was queued; the bridge forgets the client next."""
         self.log.warning("Client %s fell too far behind; closing it", self.client.id)
-        self._unsent = None
-        self.stream_of_socket.max_write_buffer_size = None  # room for the close frame
         if self.bridge is not None:
             self.bridge.count_drop()
         # Not from inside the bridge's delivery loop, which called us: on the next turn.
@@ -231,7 +187,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        self._flush()  # what the bridge delivered before closing goes out before the close frame
+        if self.writer is not None:  # what was delivered before goes out before the close frame
+            self.writer.close()
         if reason is not None:
             reason = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
         super().close(code, reason)

@@ -180,6 +180,15 @@ def _connecting(
     loop.run_until_complete(close_all())
 
 
+async def start_cell(kernel: Kernel, code: str) -> str:
+    """Start running ``code`` in the kernel; return its msg id once the kernel has begun."""
+    msg_id: str = kernel.client.execute(code)
+    while True:
+        msg = await kernel.client.get_iopub_msg(timeout=TIMEOUT)
+        if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
+            return msg_id
+
+
 async def recv(client: CommClient) -> Any:
     """The next message's data, within the timeout."""
     return (await asyncio.wait_for(client.recv(), TIMEOUT)).data

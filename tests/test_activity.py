@@ -90,11 +90,25 @@ class KernelRecord:
     last_activity = None
 
 
+class Clock:
+    """A clock that moves only when told."""
+
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def recorder() -> ActivityRecorder:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def recorder(clock) -> ActivityRecorder:
     kernel_manager = MappingKernelManager()
     kernel_manager.get_kernel = lambda kernel_id: KernelRecord()
-    return ActivityRecorder(kernel_manager, "k", json.loads, logging.getLogger("test"))
+    return ActivityRecorder(kernel_manager, "k", json.loads, logging.getLogger("test"), clock=clock)
 
 
 def status(state: str) -> bytes:
@@ -117,13 +131,13 @@ def test_recorder_follows_jupyter_servers_rules(recorder):
     assert kernel.execution_state == "idle"
 
 
-def test_recorder_writes_last_activity_at_most_once_per_resolution(recorder):
+def test_recorder_writes_last_activity_at_most_once_per_resolution(recorder, clock):
     kernel = recorder.kernel
     recorder.record("comm_msg", "comm_msg", b"{}")
     first = kernel.last_activity
     recorder.record("comm_msg", "comm_msg", b"{}")
     assert kernel.last_activity is first
-    recorder._stamped -= RESOLUTION  # as if RESOLUTION had passed
+    clock.now += RESOLUTION
     recorder.record("stream", "kernel_info_request", b"{}")  # untracked, kernel not busy
     assert kernel.last_activity is first
     recorder.record("comm_msg", "comm_msg", b"{}")

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from jupyter_transports.bridge import KernelBridge
-from jupyter_transports.router import Client
+from jupyter_transports.router import Subscriber
 
 
 class FakeChannels:
@@ -25,13 +25,13 @@ class FakeChannels:
         await _forever()
         raise AssertionError
 
-    async def next_shell(self) -> dict[str, Any]:
-        await _forever()
-        raise AssertionError
-
     def send(self, msg_type, content, metadata=None, buffers=(), subshell_id=None) -> str:
         self.sent.append((msg_type, subshell_id))
         return f"msg-{len(self.sent)}"
+
+    async def request(self, msg_type, content, timeout) -> dict[str, Any]:
+        assert msg_type == "kernel_info_request"
+        return {"content": {"supported_features": self.features}}
 
     def send_control(self, msg_type: str, content: dict[str, Any]) -> str:
         self.control.append(msg_type)
@@ -66,15 +66,6 @@ async def started_bridge(channels: FakeChannels) -> KernelBridge:
         on_closed=lambda bridge: None,
         subshell_targets=["threaded"],
     )
-    # the fake answers kernel_info through the bridge's own request machinery
-    original = bridge.request
-
-    async def request(msg_type: str, content: dict[str, Any]) -> dict[str, Any]:
-        if msg_type == "kernel_info_request":
-            return {"content": {"supported_features": channels.features}}
-        return await original(msg_type, content)
-
-    bridge.request = request  # type: ignore[method-assign]
     await bridge.start()
     return bridge
 
@@ -83,8 +74,8 @@ async def test_opted_in_targets_use_the_subshell_from_comm_open_on():
     channels = FakeChannels(["kernel subshells"])
     bridge = await started_bridge(channels)
     assert bridge.subshell_id == "sub-1"
-    bridge.open_comm(Client("a", "comm-a", "u"), Sink(), "threaded", {}, {})
-    bridge.open_comm(Client("b", "comm-b", "u"), Sink(), "plain", {}, {})
+    bridge.open_comm(Subscriber("a", "comm-a", "u"), Sink(), "threaded", {}, {})
+    bridge.open_comm(Subscriber("b", "comm-b", "u"), Sink(), "plain", {}, {})
     bridge.send("a", {"x": 1})
     bridge.send("b", {"x": 1})
     assert channels.sent[-4:] == [
@@ -101,7 +92,7 @@ async def test_kernels_without_subshells_use_the_main_shell():
     channels = FakeChannels([])
     bridge = await started_bridge(channels)
     assert bridge.subshell_id is None
-    bridge.open_comm(Client("a", "comm-a", "u"), Sink(), "threaded", {}, {})
+    bridge.open_comm(Subscriber("a", "comm-a", "u"), Sink(), "threaded", {}, {})
     bridge.send("a", {"x": 1})
     assert channels.sent[-2:] == [("comm_open", None), ("comm_msg", None)]
     bridge.close()

@@ -26,7 +26,7 @@ from tornado.httputil import HTTPHeaders
 from jupyter_transports import rest, sse
 from jupyter_transports.errors import BadRequest, CloseCode, TooLarge
 
-from .conftest import TIMEOUT, closed, recv
+from .conftest import TIMEOUT, closed, recv, start_cell
 
 SPEC_TEXT = (files("jupyter_transports") / "rest-api.yml").read_text()
 SPEC = OpenAPI.from_dict(yaml.safe_load(SPEC_TEXT))
@@ -583,7 +583,7 @@ async def test_body_over_limit_is_413(api, kernel):
 @pytest.mark.parametrize("transports_config", [{"kernel_timeout": 0.5}])
 async def test_busy_kernel_is_504_and_leaves_no_comm(api, kernel, open_comm, events):
     await open_comm("echo")  # keeps the bridge up, so the calls below wait on the kernel itself
-    kernel.client.execute("import time; time.sleep(2)")
+    await start_cell(kernel, "import time; time.sleep(2)")
     # each needs the kernel's answer: the comm_open handled, or (for a comm the server has not
     # seen) the kernel's list of comms
     answers = await asyncio.gather(

@@ -6,24 +6,25 @@ import pytest
 
 from jupyter_transports.errors import CloseCode, CommNotFound, ReadOnly
 from jupyter_transports.framing import FrameMode
+from jupyter_transports.protocol import COMM_CLOSE, COMM_MSG, COMM_OPEN
 from jupyter_transports.router import (
-    COMM_CLOSE,
-    COMM_MSG,
-    COMM_OPEN,
-    Client,
     Close,
     Deliver,
+    KernelCommMessage,
     Router,
+    Subscriber,
     ToKernel,
 )
 
 
-def client(name: str, comm_id: str = "c1", *, can_send: bool = True) -> Client:
-    return Client(name, comm_id, user=f"user-{name}", can_send=can_send)
+def client(name: str, comm_id: str = "c1", *, can_send: bool = True) -> Subscriber:
+    return Subscriber(name, comm_id, user=f"user-{name}", can_send=can_send)
 
 
 def kernel_says(router: Router, data, *, comm_id="c1", metadata=None, buffers=()):
-    return router.from_kernel(COMM_MSG, {"comm_id": comm_id, "data": data}, metadata or {}, buffers)
+    return router.from_kernel(
+        KernelCommMessage(COMM_MSG, {"comm_id": comm_id, "data": data}, metadata or {}, buffers)
+    )
 
 
 def test_open_sends_comm_open_with_identity_and_query():
@@ -41,7 +42,7 @@ def test_kernel_message_fans_out_once_to_every_attached_client():
     router = Router()
     router.comm_exists("c1", "widget")
     for name in "abc":
-        router.attach(client(name))
+        assert router.attach(client(name)) == []  # attaching tells nobody (yet)
     [deliver] = kernel_says(router, {"v": 1})
     assert isinstance(deliver, Deliver)
     assert deliver.clients == ("a", "b", "c")
@@ -111,13 +112,17 @@ def test_follower_leaving_keeps_the_comm():
 def test_kernel_close_ends_followers_with_1000_and_refusal_with_4404():
     router = Router()
     router.open_comm(client("a"), "nope", {}, {})
-    [close] = router.from_kernel(COMM_CLOSE, {"comm_id": "c1", "data": {}}, {}, (), COMM_OPEN)
+    [close] = router.from_kernel(
+        KernelCommMessage(COMM_CLOSE, {"comm_id": "c1", "data": {}}, {}, (), COMM_OPEN)
+    )
     assert close.code == CloseCode.NO_SUCH_COMM
 
     router.comm_exists("c2", "w")
     router.attach(client("b", "c2"))
     actions = router.from_kernel(
-        COMM_CLOSE, {"comm_id": "c2", "data": {"bye": 1}}, {}, (), "execute_request"
+        KernelCommMessage(
+            COMM_CLOSE, {"comm_id": "c2", "data": {"bye": 1}}, {}, (), "execute_request"
+        )
     )
     assert isinstance(actions[0], Deliver) and actions[0].frame.data == {"bye": 1}
     assert actions[1].code == CloseCode.COMM_CLOSED

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 
 from jupyter_transports.errors import CloseCode, CommNotFound, ReadOnly
+from jupyter_transports.protocol import COMM_CLOSE, COMM_MSG, COMM_OPEN
 from jupyter_transports.router import (
-    COMM_CLOSE,
-    COMM_MSG,
-    COMM_OPEN,
     REPLIES_COMPLETE,
-    Client,
     Close,
     Deliver,
+    KernelCommMessage,
     Router,
+    Subscriber,
     ToKernel,
 )
 
@@ -23,9 +22,9 @@ COMM = "comm-1"
 def widget_router(*attached: str) -> Router:
     """A router that knows one kernel-opened comm, with ``attached`` clients on it."""
     router = Router()
-    router.from_kernel(COMM_OPEN, {"comm_id": COMM, "target_name": "w"}, {})
+    router.from_kernel(KernelCommMessage(COMM_OPEN, {"comm_id": COMM, "target_name": "w"}, {}))
     for client_id in attached:
-        router.attach(Client(client_id, COMM, "user"))
+        router.attach(Subscriber(client_id, COMM, "user"))
     return router
 
 
@@ -34,7 +33,7 @@ def kernel_msg(
 ):
     metadata = {"transports": {"to": to}} if to is not None else {}
     return router.from_kernel(
-        COMM_MSG, {"comm_id": COMM, "data": data}, metadata, (), COMM_MSG, parent
+        KernelCommMessage(COMM_MSG, {"comm_id": COMM, "data": data}, metadata, (), COMM_MSG, parent)
     )
 
 
@@ -44,7 +43,7 @@ def recipients(actions) -> list[tuple[str, ...]]:
 
 def test_post_without_attaching_carries_identity():
     router = widget_router("socket")
-    rest = Client("rest", COMM, "alice")
+    rest = Subscriber("rest", COMM, "alice")
     [action] = router.post(rest, {"x": 1})
     assert action == ToKernel(
         COMM_MSG,
@@ -58,14 +57,14 @@ def test_post_without_attaching_carries_identity():
 def test_post_refused_for_unknown_comm_and_read_only():
     router = widget_router()
     with pytest.raises(CommNotFound):
-        router.post(Client("rest", "nope", "u"), 1)
+        router.post(Subscriber("rest", "nope", "u"), 1)
     with pytest.raises(ReadOnly):
-        router.post(Client("rest", COMM, "u", can_send=False), 1)
+        router.post(Subscriber("rest", COMM, "u", can_send=False), 1)
 
 
 def test_replies_reach_only_their_collector_and_never_more_than_count():
     router = widget_router("socket")
-    first, second = Client("first", COMM, "u"), Client("second", COMM, "u")
+    first, second = Subscriber("first", COMM, "u"), Subscriber("second", COMM, "u")
     router.expect_replies(first, "msg-1", 2)
     router.expect_replies(second, "msg-2", 1)
 
@@ -83,14 +82,14 @@ def test_replies_reach_only_their_collector_and_never_more_than_count():
 
 def test_unicast_reply_to_a_collector():
     router = widget_router("socket")
-    router.expect_replies(Client("rest", COMM, "u"), "msg-1", 1)
+    router.expect_replies(Subscriber("rest", COMM, "u"), "msg-1", 1)
     assert recipients(kernel_msg(router, "x", parent="msg-1", to=["socket"])) == [("socket",)]
     assert recipients(kernel_msg(router, "y", parent="msg-1", to=["rest"])) == [("rest",)]
 
 
 def test_collector_that_leaves_is_forgotten():
     router = widget_router()
-    router.expect_replies(Client("rest", COMM, "u"), "msg-1", 5)
+    router.expect_replies(Subscriber("rest", COMM, "u"), "msg-1", 5)
     assert router.leave("rest") == []
     assert kernel_msg(router, "late", parent="msg-1") == []
     assert router.comms[COMM].collectors == {}
@@ -98,9 +97,11 @@ def test_collector_that_leaves_is_forgotten():
 
 def test_comm_close_ends_collections_and_attachments():
     router = widget_router("socket")
-    router.expect_replies(Client("rest", COMM, "u"), "msg-1", 3)
+    router.expect_replies(Subscriber("rest", COMM, "u"), "msg-1", 3)
     actions = router.from_kernel(
-        COMM_CLOSE, {"comm_id": COMM, "data": {"bye": 1}}, {}, (), COMM_MSG, "msg-1"
+        KernelCommMessage(
+            COMM_CLOSE, {"comm_id": COMM, "data": {"bye": 1}}, {}, (), COMM_MSG, "msg-1"
+        )
     )
     assert recipients(actions) == [("socket", "rest")]
     assert {a.client for a in actions if isinstance(a, Close)} == {"socket", "rest"}
@@ -109,7 +110,7 @@ def test_comm_close_ends_collections_and_attachments():
 
 def test_delete_closes_collectors_too():
     router = widget_router("socket")
-    router.expect_replies(Client("rest", COMM, "u"), "msg-1", 1)
+    router.expect_replies(Subscriber("rest", COMM, "u"), "msg-1", 1)
     actions = router.close_comm(COMM)
     assert actions[0] == ToKernel(COMM_CLOSE, {"comm_id": COMM, "data": {}}, {}, target_name="w")
     assert {a.client for a in actions[1:]} == {"socket", "rest"}
@@ -117,7 +118,7 @@ def test_delete_closes_collectors_too():
 
 def test_kernel_gone_closes_collectors():
     router = widget_router()
-    router.expect_replies(Client("rest", COMM, "u"), "msg-1", 1)
+    router.expect_replies(Subscriber("rest", COMM, "u"), "msg-1", 1)
     assert router.kernel_gone(CloseCode.RESTARTING, "restarting") == [
         Close("rest", CloseCode.RESTARTING, "restarting")
     ]
@@ -125,7 +126,7 @@ def test_kernel_gone_closes_collectors():
 
 def test_unowned_comm_outlives_its_opener():
     router = Router()
-    rest = Client("rest", "new", "u")
+    rest = Subscriber("rest", "new", "u")
     [open_msg] = router.open_comm(rest, "echo", {}, {}, owned=False)
     assert open_msg.msg_type == COMM_OPEN
     assert router.leave("rest") == []
@@ -134,11 +135,13 @@ def test_unowned_comm_outlives_its_opener():
 
 def test_refused_unowned_comm_closes_its_opener_4404():
     router = Router()
-    router.open_comm(Client("rest", "new", "u"), "nope", {}, {}, owned=False)
-    actions = router.from_kernel(COMM_CLOSE, {"comm_id": "new", "data": {}}, {}, (), COMM_OPEN)
+    router.open_comm(Subscriber("rest", "new", "u"), "nope", {}, {}, owned=False)
+    actions = router.from_kernel(
+        KernelCommMessage(COMM_CLOSE, {"comm_id": "new", "data": {}}, {}, (), COMM_OPEN)
+    )
     assert [(a.client, a.code) for a in actions] == [("rest", CloseCode.NO_SUCH_COMM)]
 
 
 def test_expecting_replies_on_unknown_comm():
     with pytest.raises(CommNotFound):
-        Router().expect_replies(Client("rest", "nope", "u"), "m", 1)
+        Router().expect_replies(Subscriber("rest", "nope", "u"), "m", 1)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from jupyter_transports.client import CommClient
-from jupyter_transports.rpc import (
+from jupyter_transports.rpc import codec
+from jupyter_transports.rpc.codec import (
     MAX_BATCH_MESSAGES,
     ConnectionLost,
-    Endpoint,
     NoClient,
-    Outbox,
     ProtocolError,
     RemoteError,
     decode,
@@ -26,6 +27,7 @@ from jupyter_transports.rpc import (
     returned,
     unpack_batch,
 )
+from jupyter_transports.rpc.endpoint import Endpoint, Outbox
 from jupyter_transports.rpc_client import Channel
 
 from .conftest import TIMEOUT
@@ -332,6 +334,17 @@ def test_batch_cap_is_bounded():
     assert 2 <= MAX_BATCH_MESSAGES <= 10_000
 
 
+def test_the_codec_needs_no_event_loop():
+    """Encoding and decoding run anywhere: the codec imports neither asyncio nor the endpoint."""
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(Path(codec.__file__).read_text())):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported |= {alias.name for alias in node.names}
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    assert not [name for name in imported if "asyncio" in name or "endpoint" in name]
+
+
 # -- through a real server and kernel ----------------------------------------------------------
 
 
@@ -548,7 +561,7 @@ def test_no_client_is_a_connection_error():
 
 def test_kernel_side_imports_neither_jupyter_server_nor_tornado():
     code = (
-        "import sys, jupyter_transports.kernel\n"
+        "import sys, jupyter_transports.kernel, jupyter_transports.rpc, jupyter_transports.protocol\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'jupyter_server', 'tornado', 'zmq'}))"
     )
     out = subprocess.run(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import TIMEOUT, recv
+from .conftest import TIMEOUT, recv, start_cell
 
 THREADED = "probe"  # opted in to the subshell
 PLAIN = "probe_main"  # the same handler, served by the main shell
@@ -44,11 +44,7 @@ def transports_config() -> dict[str, Any]:
 
 async def start_busy_cell(kernel: Any, seconds: float) -> str:
     """Start a sleeping cell; return once the kernel has begun running it."""
-    msg_id = kernel.client.execute(busy_cell(seconds))
-    while True:
-        msg = await kernel.client.get_iopub_msg(timeout=TIMEOUT)
-        if msg["msg_type"] == "execute_input" and msg["parent_header"].get("msg_id") == msg_id:
-            return msg_id
+    return await start_cell(kernel, busy_cell(seconds))
 
 
 async def execute_reply(kernel: Any, msg_id: str) -> dict[str, Any]:

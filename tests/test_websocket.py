@@ -12,7 +12,6 @@ import websockets
 
 from jupyter_transports.client import CommClient, Refused, comm_url
 from jupyter_transports.errors import CloseCode
-from jupyter_transports.framing import FrameMode
 
 from .conftest import TIMEOUT, closed, recv
 
@@ -66,7 +65,7 @@ async def test_kernel_sees_open_data_query_and_identity(open_comm):
 
 async def test_token_in_query_is_not_passed_on(server_url, token, kernel):
     url = comm_url(server_url, kernel.id, "targets", "whoami", token=token)
-    comm = await CommClient._connect(url, None, FrameMode.JSON)
+    comm = await CommClient.connect(url)
     opened = await recv(comm)
     assert "token" not in opened["metadata"]["transports"]["query"]
     await comm.close()
@@ -134,8 +133,8 @@ async def test_unknown_kernel_and_comm_are_404(server_url, token, kernel):
 async def test_bad_handshake_parameters_are_400(server_url, token, kernel):
     for params in ({"data": "[1, 2]"}, {"data": "{not json"}, {"frames": "xml"}):
         with pytest.raises(Refused) as info:
-            await CommClient._connect(
-                comm_url(server_url, kernel.id, "targets", "echo", **params), token, FrameMode.JSON
+            await CommClient.connect(
+                comm_url(server_url, kernel.id, "targets", "echo", **params), token=token
             )
         assert info.value.status == 400
 
@@ -285,7 +284,7 @@ async def test_origin_checked_for_cookie_auth_as_jupyter_does(
 
     async def connect(origin: str) -> CommClient:
         headers = {"Cookie": cookie, "Origin": origin}
-        return await CommClient._connect(url, None, FrameMode.JSON, headers=headers)
+        return await CommClient.connect(url, headers=headers)
 
     if elsewhere_allowed:
         await (await connect(ELSEWHERE)).close()

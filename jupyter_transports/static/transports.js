@@ -298,7 +298,7 @@ export class Comm extends EventTarget {
 }
 
 // -- RPC ---------------------------------------------------------------------------------------
-// The messages are those of jupyter_transports/rpc.py (its docstring is the reference).
+// The messages are those of jupyter_transports/rpc/__init__.py (its docstring is the reference).
 
 const RPC = "rpc";
 const CALL = "call";

@@ -1,0 +1,196 @@
+"""The bridges of one server, and everything that couples them to jupyter_server's kernel manager.
+
+:class:`BridgeManager` (owned by the extension app) makes a kernel's bridge on first use and
+closes it when its last user leaves; gives each bridge a kernel client of its own; registers the
+kernel manager's restart callbacks and listens to its kernel-action events, so that bridges learn
+of restarts, deaths and shutdowns; hands jupyter_server's activity record of a bridged kernel to
+the bridge (:mod:`.activity`); and keeps the per-kernel state that outlives a bridge (its
+traffic counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from .activity import ActivityRecorder
+from .bridge import IOPUB_TYPES, KERNEL_RESTARTING, KERNEL_SHUT_DOWN, KernelBridge
+from .channels import open_channels
+from .errors import CloseCode, KernelFault
+from .stats import KernelStats
+
+KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+
+
+class BridgeManager:
+    """The bridges of one server, one per kernel in use."""
+
+    def __init__(
+        self,
+        kernel_manager: Any,
+        *,
+        kernel_timeout: float,
+        log: logging.Logger,
+        event_logger: Any = None,
+        subshell_targets: Collection[str] = (),
+        record_activity: bool = True,
+    ) -> None:
+        self.kernel_manager = kernel_manager
+        self.kernel_timeout = kernel_timeout
+        self.subshell_targets = frozenset(subshell_targets)
+        self.record_activity = record_activity
+        self._recorders: dict[str, ActivityRecorder] = {}  # kernels whose activity bridges record
+        self.log = log
+        self.bridges: dict[str, KernelBridge] = {}
+        self.stats: dict[str, KernelStats] = {}
+        self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
+        self.event_logger = event_logger
+        if event_logger is not None:
+            event_logger.add_listener(
+                schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
+            )
+
+    def kernel_exists(self, kernel_id: str) -> bool:
+        return kernel_id in self.kernel_manager
+
+    async def acquire(self, kernel_id: str) -> KernelBridge:
+        """The kernel's bridge, started if need be; hold it until :meth:`release`."""
+        bridge = self.bridges.get(kernel_id)
+        if bridge is None or bridge.closed:
+            starting = self._starting.get(kernel_id)
+            if starting is None:
+                starting = self._starting[kernel_id] = asyncio.create_task(self._start(kernel_id))
+                starting.add_done_callback(lambda _: self._starting.pop(kernel_id, None))
+            bridge = await asyncio.shield(starting)
+        bridge.users += 1
+        return bridge
+
+    def release(self, bridge: KernelBridge) -> None:
+        bridge.users -= 1
+        if bridge.users <= 0:
+            bridge.close()
+
+    @asynccontextmanager
+    async def using(self, kernel_id: str) -> AsyncIterator[KernelBridge]:
+        """``async with manager.using(kernel_id) as bridge:`` holds a bridge for one call."""
+        bridge = await self.acquire(kernel_id)
+        try:
+            yield bridge
+        finally:
+            self.release(bridge)
+
+    async def _start(self, kernel_id: str) -> KernelBridge:
+        kernel = self.kernel_manager.get_kernel(kernel_id)
+        # A session of its own: a shell socket's identity is its session id, and the kernel
+        # answers only one of the sockets that share one.
+        session = kernel.session.clone()
+        session.session = uuid.uuid4().hex
+        recorder = None
+        if self.record_activity:
+            recorder = ActivityRecorder(self.kernel_manager, kernel_id, session.unpack, self.log)
+            if not recorder.take_over():
+                recorder = None
+        channels = open_channels(
+            kernel.client(session=session),
+            iopub_types=IOPUB_TYPES,
+            control=bool(self.subshell_targets),
+            observe_iopub=recorder.record if recorder is not None else None,
+        )
+        bridge = KernelBridge(
+            kernel_id,
+            channels,
+            kernel_timeout=self.kernel_timeout,
+            log=self.log,
+            on_closed=self._forget,
+            kernel_generation=self._generation(kernel_id),
+            stats=self.stats.setdefault(kernel_id, KernelStats()),
+            subshell_targets=self.subshell_targets,
+        )
+        try:
+            await bridge.start()
+        except BaseException:
+            channels.stop()
+            if recorder is not None:
+                recorder.hand_back()
+            raise
+        if bridge.closed:  # the kernel went away while the bridge started (channels stopped)
+            if recorder is not None:
+                recorder.hand_back()
+            raise KernelFault(f"kernel {kernel_id} went away while the bridge started")
+        self.bridges[kernel_id] = bridge
+        self._watch(kernel_id, bridge, add=True)
+        if recorder is not None:
+            self._recorders[kernel_id] = recorder
+        self.log.debug("Bridge to kernel %s started", kernel_id)
+        return bridge
+
+    def _forget(self, bridge: KernelBridge) -> None:
+        if self.bridges.get(bridge.kernel_id) is bridge:
+            del self.bridges[bridge.kernel_id]
+            self._watch(bridge.kernel_id, bridge, add=False)
+            recorder = self._recorders.pop(bridge.kernel_id, None)
+            if recorder is not None:
+                recorder.hand_back()
+            self.log.debug("Bridge to kernel %s closed", bridge.kernel_id)
+
+    def _watch(self, kernel_id: str, bridge: KernelBridge, *, add: bool) -> None:
+        """(Un)register the kernel manager's callbacks for automatic restarts and deaths."""
+        if kernel_id not in self.kernel_manager:
+            return
+        register = (
+            self.kernel_manager.add_restart_callback
+            if add
+            else self.kernel_manager.remove_restart_callback
+        )
+        register(kernel_id, bridge.kernel_restarted, "restart")
+        register(kernel_id, bridge.kernel_died, "dead")
+
+    def _generation(self, kernel_id: str) -> object:
+        """What tells one start of a kernel from the next: jupyter_client makes a new ``ready``
+        future each time it starts (or restarts) a kernel."""
+        return getattr(self.kernel_manager.get_kernel(kernel_id), "ready", None)
+
+    def _outlived_its_kernel(self, bridge: KernelBridge) -> bool:
+        """A bridge made during a restart already talks to the new kernel; older ones do not."""
+        return bridge.kernel_generation is not self._generation(bridge.kernel_id)
+
+    async def _on_kernel_action(self, logger: Any, schema_id: str, data: Mapping[str, Any]) -> None:
+        """Catch shutdowns and restarts that sent no ``shutdown_reply`` (killed, culled, hung)."""
+        bridge = self.bridges.get(data.get("kernel_id", ""))
+        if bridge is None or data.get("status") != "success":
+            return
+        action = data.get("action")
+        if action == "shutdown":
+            bridge.kernel_gone(CloseCode.GOING_AWAY, KERNEL_SHUT_DOWN)
+        elif action == "restart" and self._outlived_its_kernel(bridge):
+            bridge.kernel_gone(CloseCode.RESTARTING, KERNEL_RESTARTING)
+
+    def status(self) -> dict[str, dict[str, int]]:
+        """Per kernel that has been bridged and still lives: its traffic and current subscribers."""
+        for kernel_id in [k for k in self.stats if not self.kernel_exists(k)]:
+            del self.stats[kernel_id]
+        status = {}
+        for kernel_id, stats in self.stats.items():
+            bridge = self.bridges.get(kernel_id)
+            comms = bridge.router.comms.values() if bridge is not None else ()
+            status[kernel_id] = {
+                "comms": len(comms),
+                "clients": sum(len(comm.clients) for comm in comms),
+                **stats.as_dict(),
+            }
+        return status
+
+    def stop(self) -> None:
+        """The server stops: close every bridge's comms and sockets."""
+        for bridge in list(self.bridges.values()):
+            bridge.server_stopping()
+        for task in self._starting.values():
+            task.cancel()
+        if self.event_logger is not None:
+            self.event_logger.remove_listener(
+                schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
+            )

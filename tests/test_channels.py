@@ -1,0 +1,65 @@
+"""The channel adapters' waits, with fake channels (no kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+from queue import Empty
+from typing import Any
+
+import pytest
+
+from jupyter_transports.channels.base import WAKEUP_GUARD, ClientChannels, next_msg
+from jupyter_transports.errors import KernelFault
+
+
+class MissedWakeup:
+    """A channel whose message arrives during a wait that never wakes for it, as a pyzmq
+    asyncio socket's edge-triggered descriptor can make happen: only a new wait sees it."""
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] | None = None
+        self.waits = 0
+
+    async def get_msg(self, timeout: float | None = None) -> dict[str, Any]:
+        self.waits += 1
+        if self.message is not None:
+            return self.message
+        if timeout is None:
+            await asyncio.Event().wait()  # the wake-up that never comes
+        await asyncio.sleep(timeout)  # type: ignore[arg-type]
+        raise Empty
+
+
+async def test_a_message_whose_wakeup_was_missed_waits_one_slice_at_most():
+    channel = MissedWakeup()
+    waiting = asyncio.ensure_future(next_msg(channel))
+    await asyncio.sleep(0)  # the first wait is under way
+    channel.message = {"msg_type": "comm_info_reply"}
+    assert await asyncio.wait_for(waiting, 3 * WAKEUP_GUARD) == channel.message
+    assert channel.waits == 2
+
+
+async def test_a_wait_with_a_timeout_ends_empty():
+    channel = MissedWakeup()
+    with pytest.raises(Empty):
+        await asyncio.wait_for(next_msg(channel, 2.5 * WAKEUP_GUARD), 1)
+    assert channel.waits == 3
+
+
+class FakeClient:
+    """A kernel client whose shell channel never answers."""
+
+    def __init__(self) -> None:
+        self.shell_channel = MissedWakeup()
+
+
+async def test_failed_channels_fail_pending_requests():
+    channels = ClientChannels(FakeClient())
+    channels.send = lambda *args, **kwargs: "msg-1"  # type: ignore[method-assign]
+    pending = asyncio.ensure_future(channels.request("comm_info_request", {}, timeout=5))
+    await asyncio.sleep(0)
+    channels._fail(KernelFault("gone"))
+    with pytest.raises(KernelFault, match="gone"):
+        await pending
+    with pytest.raises(KernelFault, match="gone"):
+        await channels.request("comm_info_request", {}, timeout=5)
