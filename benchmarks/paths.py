@@ -195,7 +195,7 @@ class BridgePath:
 
     @classmethod
     async def open(cls, server_url: str, token: str, kernel_id: str, target: str) -> BridgePath:
-        return cls(await CommClient.open(server_url, kernel_id, target, token=token))
+        return cls(await CommClient.open(server_url, kernel_id, target, token=token, session=False))
 
     async def send(self, data: Any, buffers: list[bytes] | tuple[bytes, ...] = ()) -> None:
         await self.comm.send(data, buffers)

@@ -206,7 +206,7 @@ class BridgeListener:
             try:
                 return cls(
                     await CommClient.attach(
-                        server.url, server.kernel_id, comm_id, token=server.token
+                        server.url, server.kernel_id, comm_id, token=server.token, session=False
                     )
                 )
             except Refused as e:
@@ -360,7 +360,7 @@ async def rpc_throughput(server: Server) -> dict[str, Any]:
     for r in range(RPC_ROUNDS):
         for name, target, batch, count, in_flight in cases:
             channel = await asyncio.wait_for(
-                Channel.open(url, kid, target, token=token, batch=batch), STEP_TIMEOUT
+                Channel.open(url, kid, target, token=token, batch=batch, session=False), STEP_TIMEOUT
             )
             try:
                 await asyncio.wait_for(rpc_calls(channel, WARMUP, 1), STEP_TIMEOUT)

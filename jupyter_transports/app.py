@@ -10,6 +10,7 @@ from traitlets import Bool, Float, Instance, Int, List, Unicode, default
 from . import metrics
 from .handlers import default_handlers
 from .manager import BridgeManager
+from .sessions import SessionStore
 
 MiB = 1024 * 1024
 STATIC_DIR = Path(__file__).parent / "static"  # served at {base_url}static/jupyter_transports/
@@ -73,7 +74,24 @@ class TransportsExtension(ExtensionApp):
         False leaves that subscriber running.""",
     )
 
+    session_timeout = Float(
+        60.0,
+        config=True,
+        help="""Seconds a durable session waits for its client to come back after its connection
+        dropped without a close frame. Meanwhile the comm it opened stays open and what the
+        kernel sends waits in its window; after it, the session ends as a plain socket's
+        close would (its comm closes), and a resume is told "expired".""",
+    )
+    session_window_bytes = Int(
+        16 * MiB,
+        config=True,
+        help="""Most bytes of comm messages a durable session keeps until its client
+        acknowledges them. A session whose window would hold more drops it, and its next
+        resume is told "overflow" instead of replaying.""",
+    )
+
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
+    sessions = Instance(SessionStore, allow_none=True, help="The durable sessions.")
     metrics_collector = Instance(
         metrics.TransportsCollector,
         allow_none=True,
@@ -95,6 +113,12 @@ class TransportsExtension(ExtensionApp):
             subshell_targets=self.subshell_targets,
             record_activity=self.record_kernel_activity,
         )
+        self.sessions = SessionStore(
+            self.bridges,
+            timeout=self.session_timeout,
+            window_bytes=self.session_window_bytes,
+            log=self.log,
+        )
         self.metrics_collector = metrics.register(self.bridges.status)
 
     def initialize_handlers(self) -> None:
@@ -103,6 +127,8 @@ class TransportsExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.bridges is not None:
             self.bridges.stop()
+        if self.sessions is not None:
+            self.sessions.stop()
         if self.metrics_collector is not None:
             metrics.unregister(self.metrics_collector)
             self.metrics_collector = None

@@ -6,11 +6,24 @@
 
 A refused handshake raises :class:`Refused` (with the HTTP status); once the server closes the
 socket, :meth:`CommClient.recv` raises :class:`CommClosed` (with the close code and reason).
+
+By default a comm travels over a durable session (contract v2, :class:`SessionClient`): when the
+connection drops without a close frame (or the server drops it for falling behind, 1013), it
+reconnects with backoff to the same session and resumes. What the kernel sent meanwhile arrives
+in order and once; what this end sent and the server had not acknowledged is sent again under
+the same numbers, and reaches the kernel once. A resume that fails is reported in
+:attr:`SessionClient.outcome` and :attr:`SessionClient.reason` and to ``on_reset``; messages keep
+flowing after it. A kernel restart (1012) ends the comm, as for a plain socket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import secrets
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
@@ -25,7 +38,8 @@ from tornado.websocket import (
 )
 
 from .errors import CloseCode
-from .framing import Buffers, FrameMode, OutgoingFrame, decode_frame
+from .framing import Buffers, FrameMode, OutgoingFrame, decode_frame, dumps
+from .session import ACK_DELAY, ACK_EVERY, Outcome, Reason
 from .writer import OPCODE_BINARY, masked_frame
 
 API_PATH = "api/transports/kernels"
@@ -70,6 +84,21 @@ def comm_url(server_url: str, kernel_id: str, *path: str, **query: str) -> str:
     return urlunsplit((ws_scheme, netloc, "/".join(parts), urlencode(query), ""))
 
 
+async def open_socket(
+    url: str, token: str | None, headers: dict[str, str] | None = None
+) -> WebSocketClientConnection:
+    """A WebSocket to ``url``; :class:`Refused` if the handshake is."""
+    headers = dict(headers or {})
+    if token:
+        headers["Authorization"] = f"token {token}"
+    try:
+        return await websocket_connect(
+            HTTPRequest(url, headers=headers), max_message_size=DEFAULT_MAX_MESSAGE_SIZE
+        )
+    except HTTPClientError as e:
+        raise Refused(e.code, e.message or "") from None
+
+
 class CommClient:
     """One WebSocket bridged to one kernel comm."""
 
@@ -87,13 +116,18 @@ class CommClient:
         token: str | None = None,
         data: dict[str, Any] | None = None,
         frames: str = FrameMode.JSON.value,
+        session: bool = True,
         **query: str,
     ) -> CommClient:
-        """Open a new comm to ``target_name``; it closes when this client does."""
+        """Open a new comm to ``target_name``; it closes when this client does.
+
+        With ``session`` (the default, unless ``frames="text"``) the comm survives dropped
+        connections (see :class:`SessionClient`).
+        """
         if data is not None:
             query["data"] = json.dumps(data)
         url = comm_url(server_url, kernel_id, "targets", target_name, **query, frames=frames)
-        return await cls.connect(url, token=token)
+        return await cls._start(url, token, session and frames == FrameMode.JSON.value)
 
     @classmethod
     async def attach(
@@ -104,10 +138,17 @@ class CommClient:
         *,
         token: str | None = None,
         frames: str = FrameMode.JSON.value,
+        session: bool = True,
         **query: str,
     ) -> CommClient:
-        """Attach to an existing comm (e.g. a widget's)."""
+        """Attach to an existing comm (e.g. a widget's); ``session`` as for :meth:`open`."""
         url = comm_url(server_url, kernel_id, "comms", comm_id, **query, frames=frames)
+        return await cls._start(url, token, session and frames == FrameMode.JSON.value)
+
+    @classmethod
+    async def _start(cls, url: str, token: str | None, session: bool) -> CommClient:
+        if session:
+            return await SessionClient.start(url, token=token)
         return await cls.connect(url, token=token)
 
     @classmethod
@@ -118,16 +159,9 @@ class CommClient:
         token: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> CommClient:
-        """Connect to an endpoint's ``ws(s)://`` URL as it is (see :func:`comm_url`)."""
-        headers = dict(headers or {})
-        if token:
-            headers["Authorization"] = f"token {token}"
-        try:
-            connection = await websocket_connect(
-                HTTPRequest(url, headers=headers), max_message_size=DEFAULT_MAX_MESSAGE_SIZE
-            )
-        except HTTPClientError as e:
-            raise Refused(e.code, e.message or "") from None
+        """Connect to an endpoint's ``ws(s)://`` URL as it is (see :func:`comm_url`), with no
+        session unless the URL names one."""
+        connection = await open_socket(url, token, headers)
         frames = parse_qs(urlsplit(url).query).get(FRAMES_PARAM, [FrameMode.JSON.value])[-1]
         return cls(connection, FrameMode(frames))
 
@@ -189,10 +223,14 @@ class CommClient:
     def close_reason(self) -> str | None:
         return self.connection.close_reason
 
+    def start_closing(self, code: int = CloseCode.COMM_CLOSED) -> None:
+        """Send the close frame; whoever reads sees the end of the messages next."""
+        self.connection.close(code)
+
     async def close(self, code: int = CloseCode.COMM_CLOSED) -> None:
         """Close the socket (and, if this client opened the comm, the comm) and wait for it."""
         closed_by_server = self.close_code is not None
-        self.connection.close(code)
+        self.start_closing(code)
         if not closed_by_server:
             while await self.connection.read_message() is not None:
                 pass
@@ -202,3 +240,211 @@ class CommClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+RESUMABLE = frozenset({None, 1006, CloseCode.TOO_SLOW})  # the network, not the comm, ended
+FIRST_DELAY = 0.05  # seconds before the first reconnection attempt, doubling up to MAX_DELAY
+MAX_DELAY = 2.0
+SESSION_ID_BYTES = 16
+
+
+def new_session_id() -> str:
+    """A random session id: 22 characters of URL-safe base64 (128 bits)."""
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+class SessionClient(CommClient):
+    """One kernel comm over a durable session.
+
+    ``resume_within``: seconds to keep trying to reconnect before giving up (:class:`~.client.
+    CommClosed` with code 1006); ``on_reset(reason)``: called when a reconnection could not
+    resume (see the contract's reasons).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        resume_within: float = 60.0,
+        on_reset: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.headers = headers
+        self.session_id = new_session_id()
+        self.resume_within = resume_within
+        self.on_reset = on_reset
+        self.outcome: Outcome | None = None  # of the latest connection
+        self.reason: Reason | None = None  # why it did not resume, if it did not
+        self.client_id = self.comm_id = ""
+        self.reconnects = 0
+        self._last = 0  # the highest seq received
+        self._numbered = 0  # the last number given to a message of ours
+        self._unacked: deque[tuple[int, Any, Buffers]] = deque()  # sent, not yet acknowledged
+        self._received = 0  # messages received since our last acknowledgement
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._inbox: asyncio.Queue[Message | CommClosed] = asyncio.Queue()
+        self._closing = False
+        self._closed: CommClosed | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._refused: Refused | None = None
+
+    @classmethod
+    async def start(cls, url: str, **options: Any) -> SessionClient:
+        """Connect to ``url`` (an endpoint's URL without session parameters) with a new session."""
+        client = cls(url, **options)
+        await client._connect()
+        client._reader = asyncio.ensure_future(client._read())
+        return client
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _session_url(self) -> str:
+        scheme, netloc, path, query, _ = urlsplit(self.url)
+        extra = urlencode({"session_key": self.session_id, "last": self._last})
+        return urlunsplit((scheme, netloc, path, f"{query}&{extra}" if query else extra, ""))
+
+    async def _connect(self) -> None:
+        """Connect, read the session's first frame, and resend what it says is missing."""
+        connection = await open_socket(self._session_url(), self.token, self.headers)
+        first = await connection.read_message()
+        if not isinstance(first, str):
+            code = connection.close_code
+            connection.close(CloseCode.PROTOCOL_ERROR)
+            raise CommClosed(code, "the server did not begin the session")
+        hello = json.loads(first)
+        if getattr(self, "connection", None) is not None:
+            self.connection.close()  # the dropped one
+        self.connection = connection
+        self.mode = FrameMode.JSON
+        self.outcome = Outcome(hello["session"])
+        self.reason = Reason(hello["reason"]) if "reason" in hello else None
+        self.client_id, self.comm_id = hello["client"], hello["comm_id"]
+        if self.outcome is Outcome.RESET and self.reason is not Reason.OVERFLOW:
+            self._numbered = 0  # a new session: our unacknowledged messages are not resent
+            self._unacked.clear()
+        self._acknowledged(hello["ack"])
+        for seq, data, buffers in list(self._unacked):
+            await self._write(seq, data, buffers)
+        if self.outcome is Outcome.RESET and self.on_reset is not None:
+            self.on_reset(self.reason.value if self.reason else "")
+
+    async def _read(self) -> None:
+        """Receive until the comm ends, reconnecting whenever the connection drops."""
+        while True:
+            frame = await self.connection.read_message()
+            if frame is not None:
+                self._receive(frame)
+                continue
+            code, reason = self.connection.close_code, self.connection.close_reason
+            if self._closing or code not in RESUMABLE or not await self._reconnect():
+                if self._refused is not None:
+                    code, reason = None, f"could not resume: {self._refused}"
+                self._end(CommClosed(code, reason))
+                return
+
+    async def _reconnect(self) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resume_within
+        delay = FIRST_DELAY
+        while loop.time() < deadline and not self._closing:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY)
+            try:
+                await self._connect()
+            except (OSError, CommClosed):
+                continue
+            except Refused as e:  # the comm or the kernel is gone, or access was withdrawn
+                self.reason = None
+                self._refused = e
+                return False
+            self.reconnects += 1
+            return True
+        return False
+
+    def _end(self, closed: CommClosed) -> None:
+        self._closed = closed
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+        self._inbox.put_nowait(closed)
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def _receive(self, frame: str | bytes) -> None:
+        fields, buffers = decode_frame(frame, FrameMode.JSON)
+        if "seq" in fields:
+            self._last = fields["seq"]
+            self._inbox.put_nowait(Message(fields["data"], buffers))
+            self._received += 1
+            if self._received >= ACK_EVERY:
+                self._send_ack()
+            elif self._ack_timer is None:
+                loop = asyncio.get_running_loop()
+                self._ack_timer = loop.call_later(ACK_DELAY, self._send_ack)
+        elif "ack" in fields:
+            self._acknowledged(fields["ack"])
+
+    def _send_ack(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        self._received = 0
+        with contextlib.suppress(Exception):  # a dropped connection: the next resume says it
+            written = self.connection.write_message(json.dumps({"ack": self._last}))
+            written.add_done_callback(_ignore_failure)
+
+    def _acknowledged(self, seq: int) -> None:
+        while self._unacked and self._unacked[0][0] <= seq:
+            self._unacked.popleft()
+
+    async def recv(self) -> Message:
+        item = await self._inbox.get()
+        if isinstance(item, CommClosed):
+            self._inbox.put_nowait(item)  # every later recv raises it too
+            raise item
+        return item
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send(self, data: Any, buffers: Buffers = ()) -> None:
+        """Send one comm message; it reaches the kernel once, across reconnections."""
+        if self._closed is not None:
+            raise self._closed
+        self._numbered += 1
+        self._unacked.append((self._numbered, data, buffers))
+        with contextlib.suppress(CommClosed):  # sent again after the reconnection
+            await self._write(self._numbered, data, buffers)
+
+    async def _write(self, seq: int, data: Any, buffers: Buffers) -> None:
+        numbered = {"seq": seq, "data": data}
+        if buffers:
+            await CommClient.send(self, numbered, buffers)
+        else:
+            await self.send_frame(dumps(numbered))
+
+    # -- closing -------------------------------------------------------------------------------
+
+    @property
+    def close_code(self) -> int | None:
+        return self._closed.code if self._closed is not None else None
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._closed.reason if self._closed is not None else None
+
+    def start_closing(self, code: int = CloseCode.COMM_CLOSED) -> None:
+        self._closing = True
+        self.connection.close(code)  # or, if the server closed it already, release it
+
+    async def close(self, code: int = CloseCode.COMM_CLOSED) -> None:
+        """Close the session (and, if it opened the comm, the comm) and wait for it."""
+        self.start_closing(code)
+        if self._reader is not None:
+            await self._reader
+
+
+def _ignore_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

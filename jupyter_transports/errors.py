@@ -14,6 +14,7 @@ class CloseCode(IntEnum):
 
     COMM_CLOSED = 1000
     GOING_AWAY = 1001  # kernel shut down, or server stopping
+    PROTOCOL_ERROR = 1002  # v2: a session's client numbered its messages wrongly
     BAD_FRAME = 1007
     READ_ONLY = 1008
     TOO_BIG = 1009
@@ -21,6 +22,7 @@ class CloseCode(IntEnum):
     RESTARTING = 1012
     TOO_SLOW = 1013
     NO_SUCH_COMM = 4404
+    REPLACED = 4409  # v2: a newer connection of the same session took over
 
 
 class TransportsError(Exception):

@@ -70,10 +70,10 @@ def utf8_size(text: str | bytes) -> int:
 
 def pack_binary(data_json: bytes, buffers: Buffers) -> bytes:
     """Lay ``data_json`` and ``buffers`` out as one binary frame."""
-    return b"".join(_binary_parts(data_json, buffers))
+    return b"".join(binary_parts(data_json, buffers))
 
 
-def _binary_parts(data_json: bytes, buffers: Buffers) -> list[Buffer]:
+def binary_parts(data_json: bytes, buffers: Buffers) -> list[Buffer]:
     """The pieces of a binary frame, offset table first; each buffer as bytes, or as a view whose
     ``len`` is its size in bytes (an array of floats has fewer elements than bytes)."""
     parts = [data_json, *(b if isinstance(b, bytes) else memoryview(b).cast("B") for b in buffers)]
@@ -143,6 +143,7 @@ class OutgoingFrame:
 
     data: Any
     buffers: Buffers = field(default_factory=list)
+    seq: int = 0  # its place in its comm's sequence (durable sessions)
     # What writers made of this frame, by a key of theirs (the WebSocket frame per mode): made
     # for the first recipient, shared by the others.
     encoded: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -155,7 +156,7 @@ class OutgoingFrame:
     @cached_property
     def parts(self) -> list[Buffer]:
         """The binary frame's pieces (offset table, JSON, buffers), not yet joined."""
-        return _binary_parts(self.json_text.encode("utf-8"), self.buffers)
+        return binary_parts(self.json_text.encode("utf-8"), self.buffers)
 
     @cached_property
     def _binary(self) -> bytes:

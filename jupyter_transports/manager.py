@@ -69,6 +69,10 @@ class BridgeManager:
         bridge.users += 1
         return bridge
 
+    def hold(self, bridge: KernelBridge) -> None:
+        """Hold a bridge already held by the caller, until :meth:`release`."""
+        bridge.users += 1
+
     def release(self, bridge: KernelBridge) -> None:
         bridge.users -= 1
         if bridge.users <= 0:

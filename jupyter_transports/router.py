@@ -11,7 +11,8 @@ Rules, in plain words:
    socket opened it. Comms the kernel opened have none and outlive every client.
 2. A comm message from the kernel reaches every client attached to that comm, once; if its
    metadata holds ``transports.to``, only the listed clients among them. Nothing else the kernel
-   sends reaches any client.
+   sends reaches any client. Each such message gets the next number of its comm's sequence
+   (1, 2, 3, …), whoever receives it: durable sessions resume from it.
 3. Every message sent to the kernel on a client's behalf carries ``metadata.transports`` with the
    client's id and user, so the kernel knows who spoke.
 4. When a comm ends, every client attached to it is closed, and forgotten at once: a ``Close``
@@ -131,6 +132,11 @@ class Comm:
     owner: str | None = None
     clients: dict[str, Subscriber] = field(default_factory=dict)
     collectors: dict[str, Collector] = field(default_factory=dict)  # by parent msg id
+    seq: int = 0  # the last comm message routed from the kernel
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
 
 
 class Router:
@@ -246,7 +252,8 @@ class Router:
             recipients, done = self._reply_recipients(comm, metadata, parent_msg_id)
             if not recipients:
                 return []
-            return [Deliver(recipients, OutgoingFrame(content.get("data"), buffers)), *done]
+            frame = OutgoingFrame(content.get("data"), buffers, comm.next_seq())
+            return [Deliver(recipients, frame), *done]
         if msg_type == COMM_CLOSE:
             del self.comms[comm_id]
             if parent_msg_type == COMM_OPEN:
@@ -256,7 +263,8 @@ class Router:
             if data or buffers:
                 recipients, done = self._reply_recipients(comm, metadata, parent_msg_id)
                 if recipients:
-                    actions += [Deliver(recipients, OutgoingFrame(data, buffers)), *done]
+                    frame = OutgoingFrame(data, buffers, comm.next_seq())
+                    actions += [Deliver(recipients, frame), *done]
             return actions + self._close_all(comm, CLOSED_BY_KERNEL)
         return []
 

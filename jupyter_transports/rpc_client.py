@@ -51,10 +51,14 @@ class Channel:
         handler: Any = None,
         timeout: float | None = None,
         batch: bool = True,
+        session: bool = True,
         **query: str,
     ) -> Channel:
-        """Open the channel ``name`` of a kernel (a new comm to its target)."""
-        comm = await CommClient.open(server_url, kernel_id, name, token=token, data=None, **query)
+        """Open the channel ``name`` of a kernel (a new comm to its target; over a durable
+        session unless ``session`` is false, see :class:`~.client.SessionClient`)."""
+        comm = await CommClient.open(
+            server_url, kernel_id, name, token=token, data=None, session=session, **query
+        )
         return cls(comm, handler, timeout, batch=batch)
 
     async def call(self, name: str, *args: Any, timeout: float | None = None) -> Any:
@@ -77,7 +81,7 @@ class Channel:
 
     async def close(self) -> None:
         """Close the socket and wait for it to close; the kernel sees the client leave."""
-        self.comm.connection.close(CloseCode.COMM_CLOSED)  # the reader drains until the close
+        self.comm.start_closing(CloseCode.COMM_CLOSED)  # the reader drains until the close
         await self._reader
 
     async def __aenter__(self) -> Channel:

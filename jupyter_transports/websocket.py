@@ -1,7 +1,8 @@
 """The WebSocket endpoints: one socket is one client of one comm.
 
 Each handler checks the handshake (auth, kernel, comm, parameters) before the upgrade, then each
-WebSocket event is one call into the kernel's bridge. The socket is the bridge's sink.
+WebSocket event is one call into the kernel's bridge. A plain socket is the bridge's sink; a
+socket with ``?session=`` carries a durable session (:mod:`.sessions`), which is the sink.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from tornado import web
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketHandler
 
-from .bridge import KernelBridge
+from .bridge import KernelBridge, Sink
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
 from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
 from .manager import BridgeManager
 from .router import Subscriber
-from .writer import FrameWriter, wire_pieces
+from .session import ClientAck, Reason, check_session_id, decode_client_frame
+from .sessions import Owner, Session, SessionStore
+from .writer import FrameWriter, Pieces, wire_pieces
 
 AUTH_RESOURCE = "kernels"
 EXECUTE = "execute"
@@ -33,6 +36,9 @@ READ = "read"
 TOKEN_PARAM = "token"
 DATA_PARAM = "data"
 FRAMES_PARAM = "frames"
+SESSION_PARAM = "session_key"  # with "key" in its name, jupyter_server scrubs it from logs
+LAST_PARAM = "last"
+UNSEEN_PARAMS = frozenset({TOKEN_PARAM, SESSION_PARAM, LAST_PARAM})  # by the kernel
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
@@ -42,6 +48,10 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
     @property
     def bridges(self) -> BridgeManager:
         return self.extensionapp.bridges  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def sessions(self) -> SessionStore:
+        return self.extensionapp.sessions  # type: ignore[attr-defined,no-any-return]
 
     def check_kernel(self, kernel_id: str) -> None:
         if not self.bridges.kernel_exists(kernel_id):
@@ -60,11 +70,12 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
         return data
 
     def comm_open_query(self) -> dict[str, str]:
-        """The query parameters the kernel sees in the comm_open: all but the token, last wins."""
+        """The query parameters the kernel sees in the comm_open: all but the secrets (the token,
+        a session id) and a session's ``last``; the last value of each."""
         return {
             name: values[-1].decode("utf-8", "replace")
             for name, values in self.request.query_arguments.items()  # type: ignore[attr-defined]
-            if name != TOKEN_PARAM
+            if name not in UNSEEN_PARAMS
         }
 
     def new_client(self, comm_id: str | None = None, *, can_send: bool = True) -> Subscriber:
@@ -89,6 +100,11 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     client: Subscriber
     writer: FrameWriter | None = None  # set in open
     raw_frames = False  # write the frames of wire_pieces() (set in open)
+    session_id: str | None = None  # the ?session= parameter: this socket carries that session
+    last = 0  # the ?last= parameter: the last seq its client received
+    session: Session | None = None  # set in open
+    closed_by_server = False
+    linger_on_close = False  # the session waits for its client after this socket closes
 
     def set_default_headers(self) -> None:
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
@@ -108,6 +124,31 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             self.mode = FrameMode(frames)
         except ValueError:
             raise web.HTTPError(400, f"frames must be 'json' or 'text', not {frames!r}") from None
+        self.kernel_id = kernel_id
+        self.session_id = self.get_query_argument(SESSION_PARAM, None)
+        if self.session_id is not None:
+            self.parse_session()
+
+    def parse_session(self) -> None:
+        """The session parameters; 403 if the session is someone else's."""
+        assert self.session_id is not None
+        try:
+            check_session_id(self.session_id)
+        except BadFrame as e:
+            raise web.HTTPError(400, str(e)) from None
+        if self.mode is not FrameMode.JSON:
+            raise web.HTTPError(400, "a session's frames are JSON: frames=text does not apply")
+        last = self.get_query_argument(LAST_PARAM, "0")
+        if not (last.isascii() and last.isdigit()):
+            raise web.HTTPError(400, f"last must be an integer >= 0, not {last!r}")
+        self.last = int(last)
+        session = self.sessions.find(self.kernel_id, self.session_id)
+        if session is not None and not session.owner.may_resume(self.owner()):
+            raise web.HTTPError(403, "this session belongs to another user")
+
+    def owner(self) -> Owner:
+        by_token = self.identity_provider.is_token_authenticated(self)
+        return Owner(self.current_user.username, by_token)
 
     async def upgrade(
         self,
@@ -143,25 +184,81 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.set_nodelay(True)
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
 
+    def subscribe(self, subscribe: Callable[[Subscriber, Sink], object]) -> None:
+        """Subscribe this socket's client to the bridge with ``subscribe`` (open or attach),
+        or, with a session, resume or begin it."""
+        try:
+            if self.session_id is None:
+                subscribe(self.client, self)
+                return
+            session = self.sessions.find(self.kernel_id, self.session_id)
+            if session is not None:
+                self.session, self.client = session, session.subscriber
+                session.resume(self, self.last)
+                return
+            assert self.bridge is not None
+            reason = self.sessions.why_not(self.kernel_id, self.session_id, self.last)
+            self.session = self.sessions.start(
+                self.kernel_id, self.session_id, self.owner(), self.client, self.bridge
+            )
+            subscribe(self.client, self.session)
+            self.session.begin(self, reason)
+        except TransportsError as e:
+            if self.session is not None and self.session.connection is None:
+                self.session.end(Reason.CLOSED)  # it never began
+            if isinstance(e, CommNotFound):
+                self.close(e.close_code, "the comm no longer exists")
+            else:
+                self.close(e.close_code, str(e))
+
     def on_message(self, message: str | bytes) -> None:
         if self.bridge is None:
             return  # closed by the server; frames the client sent meanwhile go nowhere
         try:
+            if self.session is not None:
+                self.session_message(self.session, message)
+                return
             data, buffers = decode_frame(message, self.mode)
             self.bridge.send(self.client.id, data, buffers, utf8_size(message))
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
             self.close(e.close_code, str(e))
 
+    def session_message(self, session: Session, message: str | bytes) -> None:
+        """One frame of a session's client: an acknowledgement, or a numbered comm message
+        that goes to the kernel unless it already went."""
+        if session.connection is not self:
+            return  # replaced by a newer connection, which the client resends on
+        frame = decode_client_frame(message)
+        if isinstance(frame, ClientAck):
+            session.state.acknowledged(frame.seq)
+        elif session.state.received(frame.seq):
+            assert self.bridge is not None
+            self.bridge.send(self.client.id, frame.data, frame.buffers, utf8_size(message))
+            session.handed()
+
     def on_close(self) -> None:
         self.log.debug("Client %s of comm %s closed", self.client.id, self.client.comm_id)
+        if self.session is not None:
+            dropped = self.close_code is None and not self.closed_by_server
+            if dropped or self.linger_on_close:
+                self.session.disconnected(self)
+            else:
+                self.session.finished(self)
         self.release()
 
     def release(self) -> None:
         if self.bridge is not None:
-            self.bridge.leave(self.client.id)
+            if self.session is None:  # a session's client stays until the session ends
+                self.bridge.leave(self.client.id)
             self.bridges.release(self.bridge)
             self.bridge = None
+
+    def send_pieces(self, pieces: Pieces) -> None:
+        """Write one whole WebSocket frame (for the session this socket carries)."""
+        writer = self.writer
+        if writer is not None and not writer.closed and not writer.closing():
+            writer.send(pieces)
 
     # -- the bridge's sink ---------------------------------------------------------------------
 
@@ -182,11 +279,16 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.log.warning("Client %s fell too far behind; closing it", self.client.id)
         if self.bridge is not None:
             self.bridge.count_drop()
-        # Not from inside the bridge's delivery loop, which called us: on the next turn.
-        IOLoop.current().add_callback(self.release)
+        if self.session is not None:
+            self.linger_on_close = True  # its client may resume from the window
+        else:  # not from inside the bridge's delivery loop, which called us: on the next turn
+            IOLoop.current().add_callback(self.release)
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.closed_by_server = True
+        if code is None:  # a keep-alive that timed out: the network, not the client, failed
+            self.linger_on_close = True
         if self.writer is not None:  # what was delivered before goes out before the close frame
             self.writer.close()
         if reason is not None:
@@ -219,11 +321,13 @@ class NewCommHandler(CommSocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)
-        assert self.bridge is not None
-        try:
-            self.bridge.open_comm(self.client, self, self.target_name, self.data, self.query)
-        except TransportsError as e:
-            self.close(e.close_code, str(e))
+        bridge = self.bridge
+        assert bridge is not None
+        self.subscribe(
+            lambda client, sink: bridge.open_comm(
+                client, sink, self.target_name, self.data, self.query
+            )
+        )
 
 
 class AttachHandler(CommSocketHandler):
@@ -245,9 +349,4 @@ class AttachHandler(CommSocketHandler):
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)
         assert self.bridge is not None
-        try:
-            self.bridge.attach(self.client, self)
-        except CommNotFound:
-            self.close(CloseCode.NO_SUCH_COMM, "the comm no longer exists")
-        except TransportsError as e:
-            self.close(e.close_code, str(e))
+        self.subscribe(self.bridge.attach)

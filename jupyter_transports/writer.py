@@ -27,8 +27,9 @@ from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.util import _websocket_mask  # C (tornado.speedups) where built
 from tornado.websocket import WebSocketClosedError
 
-from .framing import Buffers, Frame, FrameMode, OutgoingFrame
+from .framing import Buffers, Frame, FrameMode, OutgoingFrame, binary_parts
 from .protocol import Buffer
+from .session import envelope
 
 Pieces = tuple[Buffer, ...]  # one WebSocket frame, to be written piece after piece
 
@@ -78,6 +79,22 @@ def wire_pieces(frame: OutgoingFrame, mode: FrameMode) -> Pieces:
         else:
             pieces = (websocket_frame(frame.for_mode(mode)),)
         frame.encoded[key] = pieces
+    return pieces
+
+
+def session_wire_pieces(frame: OutgoingFrame) -> Pieces:
+    """The numbered form of ``frame`` that session sockets receive (contract v2), as a whole
+    WebSocket frame in pieces; made once per frame."""
+    pieces: Pieces | None = frame.encoded.get("session")
+    if pieces is None:
+        head = envelope(frame)
+        if frame.buffers:
+            parts = binary_parts(head.encode("utf-8"), frame.buffers)
+            size = sum(len(part) for part in parts)
+            pieces = join_small([websocket_header(OPCODE_BINARY, size), *parts])
+        else:
+            pieces = (websocket_frame(head),)
+        frame.encoded["session"] = pieces
     return pieces
 
 

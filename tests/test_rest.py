@@ -603,7 +603,7 @@ async def test_busy_kernel_is_504_and_leaves_no_comm(api, kernel, open_comm, eve
 
 
 async def test_status_and_metrics_count_traffic(api, kernel, open_comm, jp_fetch):
-    socket = await open_comm("echo")
+    socket = await open_comm("echo", session=False)  # bytes counted are the v1 frame's
     await socket.send("1234")
     assert await recv(socket) == "1234"
     comm_id = await open_rest(api, kernel)

@@ -231,7 +231,7 @@ async def test_slow_client_closed_1013_and_others_served(
     url = comm_url(server_url, kernel.id, "targets", "flood", token=token)
     async with websockets.connect(url, max_queue=1, max_size=None) as slow:  # reads nothing
         flood_id = await kernel.opened_comm("flood")
-        follower = await attach(flood_id)
+        follower = await attach(flood_id, session=False)  # v1: a drop is final
         await slow.send(json.dumps({"count": 200, "size": 128 * 1024}))
 
         # The owner is dropped, and its comm ends with it (the follower, in the same event loop
@@ -261,7 +261,7 @@ async def test_lone_surrogate_is_a_bad_frame(open_comm):
     await comm.send_frame('{"text": "\\ud800"}')
     code, _ = await closed(comm)
     assert code == CloseCode.BAD_FRAME
-    paired = await open_comm("echo")
+    paired = await open_comm("echo", session=False)  # a raw v1 frame follows
     await paired.send_frame('"\\ud83d\\ude00"')  # a pair is fine: one emoji
     assert await recv(paired) == "\U0001f600"
 

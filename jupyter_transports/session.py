@@ -1,0 +1,203 @@
+"""Durable sessions: sequence numbers, acks, the window and the outcome of a resume (pure).
+
+A session is one client's stay on one comm across several connections. Its wire is described
+byte for byte in ``docs/CONTRACT.md`` (v2, "Durable sessions").
+
+Rules, in plain words:
+
+1. Every comm message the server sends on a session carries the comm's sequence number
+   ``seq``: strictly increasing per comm, so one encoded frame serves every session on the comm;
+   a session sees the part of that sequence that is routed to it (``transports.to`` skips some).
+2. The session keeps what it sent until the client acknowledges it (``ack``: every ``seq`` up to
+   it, cumulative), in a window of at most ``window_bytes``. A window that would hold more is
+   emptied, and the session remembers the highest ``seq`` it lost that way.
+3. A resume that says which ``seq`` the client had last (``last``) replays, in order, the window's
+   messages after it, then the live stream: no gap, no repeat. If a message after ``last`` was
+   lost to the window, the resume is a reset instead, with the reason ``overflow``.
+4. The client numbers its own messages 1, 2, 3, …. The session hands the next number to the
+   kernel, drops a number it already handed (a resend after a resume: each message reaches the
+   kernel once), and refuses a number that skips one (a client fault, close code 1002).
+5. The server acknowledges what it handed to the kernel at least every ``ACK_EVERY`` messages
+   and within ``ACK_DELAY`` seconds of the first message not yet acknowledged; the hello of every
+   connection says what was handed so far.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, TypeGuard
+
+from .errors import BadFrame, ClientFault, CloseCode
+from .framing import Frame, FrameMode, OutgoingFrame, decode_frame
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+ACK_EVERY = 64  # messages
+ACK_DELAY = 0.1  # seconds
+
+# keys of the JSON objects of the session wire
+SESSION_KEY = "session"
+REASON_KEY = "reason"
+CLIENT_KEY = "client"
+COMM_ID_KEY = "comm_id"
+SEQ_KEY = "seq"
+ACK_KEY = "ack"
+DATA_KEY = "data"
+
+
+class Outcome(str, Enum):
+    """What the first frame of a session connection says."""
+
+    NEW = "new"  # no session by that id was known: it starts now
+    RESUMED = "resumed"  # the window replays what the client missed, then the live stream
+    RESET = "reset"  # not resumed (see Reason); the socket is on the comm, live from now
+
+
+class Reason(str, Enum):
+    """Why a connection could not resume its session."""
+
+    UNKNOWN = "unknown"  # no such session (never made here, or forgotten long ago)
+    EXPIRED = "expired"  # nobody resumed it within session_timeout
+    OVERFLOW = "overflow"  # the window lost messages the client had not acknowledged
+    KERNEL_RESTARTED = "kernel_restarted"  # the kernel, and every comm with it, started anew
+    CLOSED = "closed"  # the session ended: closed by its client or by the server
+
+
+class OutOfOrder(ClientFault):
+    """A client's message number skips one."""
+
+    close_code = CloseCode.PROTOCOL_ERROR
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    """A comm message from the client, numbered."""
+
+    seq: int
+    data: Any
+    buffers: list[memoryview]
+
+
+@dataclass(frozen=True)
+class ClientAck:
+    """The client has received every ``seq`` up to this one."""
+
+    seq: int
+
+
+class SessionState:
+    """The numbers and the window of one session (no I/O, no clock)."""
+
+    def __init__(self, window_bytes: int) -> None:
+        self.window_bytes = window_bytes
+        self.handed = 0  # the client's last message handed to the kernel
+        self.unacked = 0  # how many of those the client has not been told of yet
+        self.window: deque[OutgoingFrame] = deque()  # sent, not yet acknowledged, in seq order
+        self.window_size = 0  # their bytes
+        self.lost_through = 0  # the highest seq emptied out of the window
+
+    # -- server -> client ----------------------------------------------------------------------
+
+    def sent(self, frame: OutgoingFrame) -> None:
+        """Keep ``frame`` (sent, or to be sent on resume) until the client acknowledges it."""
+        self.window.append(frame)
+        self.window_size += frame.size
+        if self.window_size > self.window_bytes:
+            self.lost_through = frame.seq
+            self.window.clear()
+            self.window_size = 0
+
+    def acknowledged(self, seq: int) -> None:
+        """The client has every message up to ``seq``."""
+        window = self.window
+        while window and window[0].seq <= seq:
+            self.window_size -= window.popleft().size
+
+    def resume(self, last: int) -> tuple[Outcome, list[OutgoingFrame]]:
+        """A new connection whose client had every message up to ``last``: what it is told,
+        and the messages to send it before the live stream."""
+        self.acknowledged(last)
+        if last < self.lost_through:
+            self.lost_through = 0
+            self.window.clear()
+            self.window_size = 0
+            return Outcome.RESET, []
+        return Outcome.RESUMED, list(self.window)
+
+    # -- client -> server ----------------------------------------------------------------------
+
+    def received(self, seq: int) -> bool:
+        """Whether the client's message ``seq`` is to be handed to the kernel now (False: it
+        was already); :class:`OutOfOrder` if it skips one."""
+        if seq <= self.handed:
+            return False
+        if seq != self.handed + 1:
+            raise OutOfOrder(f"message {seq} after {self.handed}: messages are numbered 1, 2, 3…")
+        self.handed = seq
+        self.unacked += 1
+        return True
+
+    def ack_due(self) -> bool:
+        """Whether enough messages wait for an acknowledgement to send one now."""
+        return self.unacked >= ACK_EVERY
+
+    def take_ack(self) -> int | None:
+        """The acknowledgement to send, if anything is not yet acknowledged."""
+        if not self.unacked:
+            return None
+        self.unacked = 0
+        return self.handed
+
+
+# -- the wire ----------------------------------------------------------------------------------
+
+
+def check_session_id(session_id: str) -> str:
+    """``session_id`` if it is one a client may choose; :class:`BadFrame` otherwise."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise BadFrame("a session id is 16 to 64 characters of A-Z, a-z, 0-9, _ and -")
+    return session_id
+
+
+def hello(
+    outcome: Outcome, client_id: str, comm_id: str, ack: int, reason: Reason | None = None
+) -> str:
+    """The first frame of a session connection."""
+    fields: dict[str, Any] = {SESSION_KEY: outcome.value}
+    if reason is not None:
+        fields[REASON_KEY] = reason.value
+    fields.update({CLIENT_KEY: client_id, COMM_ID_KEY: comm_id, ACK_KEY: ack})
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def ack(seq: int) -> str:
+    """The frame that acknowledges every message up to ``seq``."""
+    return f'{{"{ACK_KEY}":{seq}}}'
+
+
+def envelope(frame: OutgoingFrame) -> str:
+    """The JSON of a numbered comm message (text frame, or part 0 of a binary one)."""
+    return f'{{"{SEQ_KEY}":{frame.seq},"{DATA_KEY}":{frame.json_text}}}'
+
+
+def decode_client_frame(frame: Frame) -> ClientMessage | ClientAck:
+    """A frame from a session's client; :class:`BadFrame` unless it is a numbered message or
+    an acknowledgement."""
+    fields, buffers = decode_frame(frame, FrameMode.JSON)
+    if not isinstance(fields, dict):
+        raise BadFrame("a session frame is a JSON object")
+    seq = fields.get(SEQ_KEY)
+    if _is_count(seq) and DATA_KEY in fields and len(fields) == 2:
+        return ClientMessage(seq, fields[DATA_KEY], buffers)
+    number = fields.get(ACK_KEY)
+    if _is_count(number) and len(fields) == 1 and not buffers:
+        return ClientAck(number)
+    raise BadFrame('a session frame is {"seq": n, "data": …} or {"ack": n}')
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+

@@ -1,0 +1,235 @@
+"""The server's durable sessions: which connection carries each, how long one waits for its
+client to come back, and what is said when it cannot resume (see :mod:`.session` for the rules).
+
+A :class:`Session` is the bridge's subscriber for one client across its connections: the router
+knows one client id, whatever connection carries it. While no connection does (it dropped
+without a close frame), the session lingers for ``timeout`` seconds, its comm stays open, and
+what the kernel sends waits in its window. A session id is a secret: it is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import CloseCode
+from .framing import OutgoingFrame
+from .router import Subscriber
+from .session import ACK_DELAY, Outcome, Reason, SessionState, ack, hello
+from .writer import Pieces, session_wire_pieces, websocket_frame
+
+if TYPE_CHECKING:
+    from .bridge import KernelBridge
+    from .manager import BridgeManager
+
+MAX_TOMBSTONES = 10_000  # ended sessions remembered, to say why they cannot resume
+REPLACED = "replaced by a newer connection of the same session"
+
+
+class Connection(Protocol):
+    """A socket as a session sees it."""
+
+    def send_pieces(self, pieces: Pieces) -> None:
+        """Write one whole WebSocket frame."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the socket; the session has decided what follows."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who may resume a session: the same user, or anyone holding the server's token when the
+    session was made with it (with jupyter_server's default identity provider, a request with
+    only the token gets a new anonymous user each time)."""
+
+    username: str
+    by_token: bool
+
+    def may_resume(self, other: Owner) -> bool:
+        return self.username == other.username or (self.by_token and other.by_token)
+
+
+class Session:
+    """One durable session on one comm: the bridge's sink for its client."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        key: tuple[str, str],
+        owner: Owner,
+        subscriber: Subscriber,
+        bridge: KernelBridge,
+    ) -> None:
+        self.store = store
+        self.key = key  # (kernel id, session id)
+        self.owner = owner
+        self.subscriber = subscriber
+        self.bridge = bridge
+        self.state = SessionState(store.window_bytes)
+        self.connection: Connection | None = None
+        self.closing: tuple[int, str] | None = None  # a close that happened while away
+        self.ended = False
+        self._expiry: asyncio.TimerHandle | None = None
+        self._ack_timer: asyncio.TimerHandle | None = None
+
+    # -- the bridge's sink ---------------------------------------------------------------------
+
+    def deliver(self, frame: OutgoingFrame) -> None:
+        self.state.sent(frame)
+        if self.connection is not None:
+            self.connection.send_pieces(session_wire_pieces(frame))
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """The router forgot the client: its comm or its kernel went away."""
+        if code is CloseCode.RESTARTING:
+            self.end(Reason.KERNEL_RESTARTED, code, reason)
+        elif self.connection is not None:
+            self.end(Reason.CLOSED, code, reason)
+        else:  # told on resume, after what the window holds
+            self.closing = (code, reason)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def begin(self, connection: Connection, reason: Reason | None) -> None:
+        """The first connection of this session: new, or a reset for ``reason``."""
+        self._greet(connection, Outcome.NEW if reason is None else Outcome.RESET, reason, [])
+
+    def resume(self, connection: Connection, last: int) -> None:
+        """A later connection, whose client had every message up to ``last``: it replaces the
+        one before, hears what it missed, then the live stream."""
+        if self.connection is not None:
+            old, self.connection = self.connection, None
+            old.close(CloseCode.REPLACED, REPLACED)
+        self._cancel_expiry()
+        outcome, missed = self.state.resume(last)
+        reason = Reason.OVERFLOW if outcome is Outcome.RESET else None
+        self._greet(connection, outcome, reason, missed)
+
+    def _greet(
+        self,
+        connection: Connection,
+        outcome: Outcome,
+        reason: Reason | None,
+        missed: list[OutgoingFrame],
+    ) -> None:
+        self.connection = connection
+        subscriber, state = self.subscriber, self.state
+        greeting = hello(outcome, subscriber.id, subscriber.comm_id, state.handed, reason)
+        connection.send_pieces((websocket_frame(greeting),))
+        state.unacked = 0  # the hello said what was handed
+        for frame in missed:
+            connection.send_pieces(session_wire_pieces(frame))
+        if self.closing is not None:
+            code, why = self.closing
+            self.end(Reason.CLOSED, code, why)
+
+    def disconnected(self, connection: Connection) -> None:
+        """``connection`` dropped without a close frame: wait for the client to come back."""
+        if connection is not self.connection or self.ended:
+            return
+        self.connection = None
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(self.store.timeout, self.end, Reason.EXPIRED)
+
+    def finished(self, connection: Connection) -> None:
+        """``connection`` closed for good (a close frame, or a fault): the session ends."""
+        if connection is self.connection:
+            self.connection = None
+            self.end(Reason.CLOSED)
+
+    # -- the client's messages -----------------------------------------------------------------
+
+    def handed(self) -> None:
+        """A client message went to the kernel: acknowledge it soon, or now if many wait."""
+        if self.state.ack_due():
+            self.flush_ack()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self.flush_ack)
+
+    def flush_ack(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self.connection is None:
+            return  # the next hello says it
+        seq = self.state.take_ack()
+        if seq is not None:
+            self.connection.send_pieces((websocket_frame(ack(seq)),))
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def end(self, reason: Reason, code: int | None = None, why: str | None = None) -> None:
+        """Forget the session (its comm closes if it opened it); close its connection with
+        ``code`` if given."""
+        if self.ended:
+            return
+        self.ended = True
+        self._cancel_expiry()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+        connection, self.connection = self.connection, None
+        self.store.forget(self, reason)
+        self.bridge.leave(self.subscriber.id)  # its comm closes if it opened it
+        self.store.bridges.release(self.bridge)
+        if connection is not None and code is not None:
+            connection.close(code, why)
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+
+class SessionStore:
+    """Every live session of the server, by kernel and session id, and why ended ones ended."""
+
+    def __init__(
+        self, bridges: BridgeManager, *, timeout: float, window_bytes: int, log: logging.Logger
+    ) -> None:
+        self.bridges = bridges
+        self.timeout = timeout
+        self.window_bytes = window_bytes
+        self.log = log
+        self.live: dict[tuple[str, str], Session] = {}
+        self.tombstones: dict[tuple[str, str], Reason] = {}  # oldest first
+
+    def find(self, kernel_id: str, session_id: str) -> Session | None:
+        return self.live.get((kernel_id, session_id))
+
+    def why_not(self, kernel_id: str, session_id: str, last: int) -> Reason | None:
+        """Why a session that is not live cannot resume (None: it is new)."""
+        reason = self.tombstones.get((kernel_id, session_id))
+        if reason is None and last > 0:
+            return Reason.UNKNOWN
+        return reason
+
+    def start(
+        self,
+        kernel_id: str,
+        session_id: str,
+        owner: Owner,
+        subscriber: Subscriber,
+        bridge: KernelBridge,
+    ) -> Session:
+        """A new session; the caller subscribes it to the bridge."""
+        key = (kernel_id, session_id)
+        self.tombstones.pop(key, None)
+        self.bridges.hold(bridge)
+        session = self.live[key] = Session(self, key, owner, subscriber, bridge)
+        self.log.debug("Session of client %s started", subscriber.id)
+        return session
+
+    def forget(self, session: Session, reason: Reason) -> None:
+        if self.live.get(session.key) is session:
+            del self.live[session.key]
+        self.tombstones[session.key] = reason
+        while len(self.tombstones) > MAX_TOMBSTONES:
+            del self.tombstones[next(iter(self.tombstones))]
+        self.log.debug("Session of client %s ended: %s", session.subscriber.id, reason.value)
+
+    def stop(self) -> None:
+        """The server stops: end every session (their bridges closed their sockets already)."""
+        for session in list(self.live.values()):
+            session.end(Reason.CLOSED)
