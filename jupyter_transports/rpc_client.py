@@ -52,12 +52,12 @@ class Channel:
         timeout: float | None = None,
         batch: bool = True,
         session: bool = True,
-        **query: str,
+        **query: Any,
     ) -> Channel:
         """Open the channel ``name`` of a kernel (a new comm to its target; over a durable
         session unless ``session`` is false, see :class:`~.client.SessionClient`)."""
         comm = await CommClient.open(
-            server_url, kernel_id, name, token=token, data=None, session=session, **query
+            server_url, kernel_id, name, token=token, session=session, on_reset=None, **query
         )
         return cls(comm, handler, timeout, batch=batch)
 

@@ -27,12 +27,14 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeGuard
 
 from .errors import BadFrame, ClientFault, CloseCode
-from .framing import Frame, FrameMode, OutgoingFrame, decode_frame
+from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame
+from .protocol import Buffer
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 ACK_EVERY = 64  # messages
@@ -74,11 +76,11 @@ class OutOfOrder(ClientFault):
 
 @dataclass(frozen=True)
 class ClientMessage:
-    """A comm message from the client, numbered."""
+    """A numbered comm message (from the client, or to it)."""
 
     seq: int
     data: Any
-    buffers: list[memoryview]
+    buffers: Sequence[Buffer]
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,89 @@ class SessionState:
         return self.handed
 
 
+class ClientSession:
+    """A session as its client keeps it (no I/O): numbers its messages and keeps them until the
+    server acknowledges them, follows what it received, and takes in each connection's hello."""
+
+    def __init__(self) -> None:
+        self.last = 0  # the highest seq received
+        self.numbered = 0  # the last number given to a message
+        self.unacked: deque[ClientMessage] = deque()  # numbered, not yet acknowledged, in order
+        self.written = 0  # the last number written on the current connection
+        self.received = 0  # messages received since the last acknowledgement
+        self.hello: Hello | None = None  # of the current connection
+
+    def greeted(self, hello: Hello) -> None:
+        """A connection began with ``hello``: a new session forgets what it had numbered."""
+        self.hello = hello
+        if hello.outcome is Outcome.RESET and hello.reason is not Reason.OVERFLOW:
+            self.numbered = 0
+            self.unacked.clear()
+        self.acknowledged(hello.ack)
+        self.written = hello.ack
+
+    def number(self, data: Any, buffers: Buffers) -> None:
+        """A message to send: it gets the next number and waits for its acknowledgement."""
+        self.numbered += 1
+        self.unacked.append(ClientMessage(self.numbered, data, list(buffers)))
+
+    def unwritten(self) -> list[ClientMessage]:
+        """What the current connection has not carried yet, in order."""
+        return [message for message in self.unacked if message.seq > self.written]
+
+    def acknowledged(self, seq: int) -> None:
+        while self.unacked and self.unacked[0].seq <= seq:
+            self.unacked.popleft()
+
+    def receive(self, frame: Frame) -> ClientMessage | None:
+        """A frame from the server after the hello: a comm message (with its seq), or None for
+        an acknowledgement; :class:`BadFrame` for anything else."""
+        fields, buffers = decode_frame(frame, FrameMode.JSON)
+        if isinstance(fields, dict) and _is_count(fields.get(SEQ_KEY)) and DATA_KEY in fields:
+            self.last = fields[SEQ_KEY]
+            self.received += 1
+            return ClientMessage(self.last, fields[DATA_KEY], buffers)
+        if isinstance(fields, dict) and _is_count(fields.get(ACK_KEY)):
+            self.acknowledged(fields[ACK_KEY])
+            return None
+        raise BadFrame("not a frame of a session's server")
+
+    def take_ack(self) -> int:
+        """The acknowledgement to send now."""
+        self.received = 0
+        return self.last
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The first frame of a session connection."""
+
+    outcome: Outcome
+    reason: Reason | None
+    client_id: str
+    comm_id: str
+    ack: int
+
+    @classmethod
+    def parse(cls, frame: Frame | None) -> Hello:
+        """:class:`BadFrame` unless ``frame`` is a session's first frame."""
+        try:
+            fields: Any = json.loads(frame) if isinstance(frame, str) else None
+            reason = fields.get(REASON_KEY)
+            hello = cls(
+                Outcome(fields[SESSION_KEY]),
+                None if reason is None else Reason(reason),
+                fields[CLIENT_KEY],
+                fields[COMM_ID_KEY],
+                fields[ACK_KEY],
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BadFrame("the server did not begin the session") from None
+        if not _is_count(hello.ack):
+            raise BadFrame("a hello's ack is a count")
+        return hello
+
+
 # -- the wire ----------------------------------------------------------------------------------
 
 
@@ -200,4 +285,3 @@ def decode_client_frame(frame: Frame) -> ClientMessage | ClientAck:
 
 def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-

@@ -95,12 +95,12 @@ class Kernel:
         content = reply["content"]
         assert content["status"] == "ok", "\n".join(content.get("traceback", []))
 
-    async def evaluate(self, expression: str) -> Any:
+    async def evaluate(self, expression: str, timeout: float = TIMEOUT) -> Any:
         """The value of a JSON-able Python expression in the kernel."""
         reply = await self.client.execute_interactive(
             "",
             user_expressions={"value": f"__import__('json').dumps({expression})"},
-            timeout=TIMEOUT,
+            timeout=timeout,
         )
         value = reply["content"]["user_expressions"]["value"]
         assert value["status"] == "ok", value
