@@ -360,7 +360,8 @@ async def rpc_throughput(server: Server) -> dict[str, Any]:
     for r in range(RPC_ROUNDS):
         for name, target, batch, count, in_flight in cases:
             channel = await asyncio.wait_for(
-                Channel.open(url, kid, target, token=token, batch=batch, session=False), STEP_TIMEOUT
+                Channel.open(url, kid, target, token=token, batch=batch, session=False),
+                STEP_TIMEOUT,
             )
             try:
                 await asyncio.wait_for(rpc_calls(channel, WARMUP, 1), STEP_TIMEOUT)

@@ -1,8 +1,10 @@
 """`make demo`: a Jupyter server with jupyter_transports, a kernel running the demo, and its page.
 
-Starts the server, starts a kernel and runs ``demo/demo_kernel.py`` in it (a shared counter and
-slider, and an RPC channel), then prints the URL of the demo page (served by the extension at
-``static/jupyter_transports/demo/``) and serves until Ctrl-C. Open the URL in two tabs.
+Starts the server and a kernel that runs ``demo/demo_kernel.py`` at start-up (a shared counter
+and slider, and an RPC channel), then prints the URL of the demo page (served by the extension at
+``static/jupyter_transports/demo/``) and serves until Ctrl-C. Open the URL in two tabs. The demo
+code is an IPython start-up file of the kernel's, so a restarted kernel runs it again and the page
+comes back by itself.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from urllib.parse import urlencode
@@ -36,22 +39,29 @@ DEFAULT_PORT = 8888
 TIMEOUT = 60  # seconds for the kernel to start and run the demo code
 
 
+def startup_dir() -> str:
+    """An IPython directory whose start-up file runs the demo in every kernel that uses it."""
+    ipython_dir = tempfile.mkdtemp(prefix="jupyter_transports-demo-")
+    startup = Path(ipython_dir, "profile_default", "startup")
+    startup.mkdir(parents=True)
+    run_demo = f"exec(compile(open({str(KERNEL_CODE)!r}).read(), {KERNEL_CODE.name!r}, 'exec'))\n"
+    (startup / "00-demo.py").write_text(run_demo + ECHO_CODE)
+    return ipython_dir
+
+
 async def start_kernel(app: ServerApp) -> str:
-    """A new kernel with the demo running in it."""
-    kernel_id = await app.kernel_manager.start_kernel(kernel_name="python3")
+    """A new kernel with the demo running in it (and again after each restart)."""
+    env = {**os.environ, "IPYTHONDIR": startup_dir()}
+    kernel_id = await app.kernel_manager.start_kernel(kernel_name="python3", env=env)
     client = app.kernel_manager.get_kernel(kernel_id).client()
     client.start_channels()
     try:
         await client.wait_for_ready(timeout=TIMEOUT)
         reply = await client.execute_interactive(
-            KERNEL_CODE.read_text() + ECHO_CODE, timeout=TIMEOUT, output_hook=lambda msg: None
+            "channel, shared", timeout=TIMEOUT, output_hook=lambda msg: None
         )
-        content = reply["content"]
-        if content["status"] != "ok":
-            sys.exit(
-                "the demo failed to start in the kernel:\n"
-                + "\n".join(content.get("traceback", []))
-            )
+        if reply["content"]["status"] != "ok":
+            sys.exit("the demo failed to start in the kernel: see the kernel's log above")
     finally:
         client.stop_channels()
     return kernel_id

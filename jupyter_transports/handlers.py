@@ -26,6 +26,8 @@ from .bridge import KernelBridge
 from .errors import CloseCode
 from .framing import OutgoingFrame, dumps
 from .router import Subscriber
+from .session import Reason
+from .sessions import EventHistory
 from .websocket import (
     AUTH_RESOURCE,
     EXECUTE,
@@ -150,7 +152,9 @@ class EventsHandler(TransportsAPIHandler):
     """``GET …/comms/{comm_id}/events``: the comm's messages as Server-Sent Events.
 
     The stream is a receive-only client of the comm and the bridge's sink: each message is
-    written as it comes; the stream ends when the comm does, or when the client goes away.
+    written as it comes, with its seq as its ``id``; the stream ends when the comm does, or when
+    the client goes away. A stream that comes back with ``Last-Event-ID`` is first given what it
+    missed, from the comm's :class:`~.sessions.EventHistory`, or a ``reset`` event.
     """
 
     ended: asyncio.Event
@@ -172,17 +176,42 @@ class EventsHandler(TransportsAPIHandler):
                 self.request.connection.stream,  # type: ignore[union-attr]
                 self.extensionapp.client_buffer_bytes,  # type: ignore[attr-defined]
             )
+            history = self.sessions.history(kernel_id, comm_id, bridge)
+            history.stream_started()
             bridge.attach(self.client, self)
             self.bridge_in_use = bridge
             try:
-                self.send(sse.event(dumps({"comm_id": comm_id}), sse.OPEN))
+                self.begin(history, bridge.router.comms[comm_id].seq)
                 await self.keep_alive()
             finally:
                 self.bridge_in_use = None
                 bridge.leave(self.client.id)
+                history.stream_ended()
                 self.writer.unbound()  # the connection may serve more requests
         if not self.writer.stream.closed():
             self.finish(set_content_type=sse.CONTENT_TYPE)
+
+    def begin(self, history: EventHistory, seq: int) -> None:
+        """The open event, then what a reconnecting stream missed (or a reset), in one go: the
+        live stream follows with no gap and no repeat. ``seq``: the comm's last so far."""
+        opened = dumps({"comm_id": self.client.comm_id})
+        last_id = self.request.headers.get(sse.LAST_EVENT_ID)
+        if last_id is None:
+            self.send(sse.event(opened, sse.OPEN, seq))
+            return
+        self.send(sse.event(opened, sse.OPEN))  # the client's Last-Event-ID stays as it was
+        last = int(last_id) if last_id.isascii() and last_id.isdigit() else None
+        if last is None or last > seq:
+            reason = Reason.UNKNOWN  # not an id this comm gave
+        elif last < history.since:
+            reason = Reason.EXPIRED  # from before what the history holds
+        elif (missed := history.missed(last)) is None:
+            reason = Reason.OVERFLOW
+        else:
+            for frame in missed:
+                self.deliver(frame)
+            return
+        self.send(sse.event(dumps({"reason": reason.value}), sse.RESET, seq))
 
     async def keep_alive(self) -> None:
         """Comment lines while the stream is quiet, so proxies hold it open, until it ends."""
@@ -211,7 +240,7 @@ class EventsHandler(TransportsAPIHandler):
     # -- the bridge's sink ---------------------------------------------------------------------
 
     def deliver(self, frame: OutgoingFrame) -> None:
-        self.send(sse.event(dumps(frame.data)))
+        self.send(sse.event(frame.json_text, event_id=frame.seq))
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.send(sse.event(dumps({"code": int(code), "reason": reason}), sse.CLOSE))

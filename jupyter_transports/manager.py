@@ -21,6 +21,7 @@ from .activity import ActivityRecorder
 from .bridge import IOPUB_TYPES, KERNEL_RESTARTING, KERNEL_SHUT_DOWN, KernelBridge
 from .channels import open_channels
 from .errors import CloseCode, KernelFault
+from .router import Router
 from .stats import KernelStats
 
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
@@ -180,10 +181,10 @@ class BridgeManager:
         status = {}
         for kernel_id, stats in self.stats.items():
             bridge = self.bridges.get(kernel_id)
-            comms = bridge.router.comms.values() if bridge is not None else ()
+            router = bridge.router if bridge is not None else Router()
             status[kernel_id] = {
-                "comms": len(comms),
-                "clients": sum(len(comm.clients) for comm in comms),
+                "comms": len(router.comms),
+                "clients": sum(map(router.subscribers, router.comms)),
                 **stats.as_dict(),
             }
         return status

@@ -58,6 +58,7 @@ class Subscriber:
     comm_id: str
     user: str
     can_send: bool = True
+    listed: bool = True  # counted among the comm's clients (a comm's event history is not)
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,9 @@ class Router:
     def subscribers(self, comm_id: str) -> int:
         """How many clients are attached to a comm (0 for a comm the router does not know)."""
         comm = self.comms.get(comm_id)
-        return len(comm.clients) if comm is not None else 0
+        if comm is None:
+            return 0
+        return sum(client.listed for client in comm.clients.values())
 
     # -- kernel ------------------------------------------------------------------------------
 

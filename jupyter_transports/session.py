@@ -9,8 +9,8 @@ Rules, in plain words:
    ``seq``: strictly increasing per comm, so one encoded frame serves every session on the comm;
    a session sees the part of that sequence that is routed to it (``transports.to`` skips some).
 2. The session keeps what it sent until the client acknowledges it (``ack``: every ``seq`` up to
-   it, cumulative), in a window of at most ``window_bytes``. A window that would hold more is
-   emptied, and the session remembers the highest ``seq`` it lost that way.
+   it, cumulative), in a window of at most ``window_bytes``. A window that would hold more drops
+   its oldest messages, and the session remembers the highest ``seq`` it lost that way.
 3. A resume that says which ``seq`` the client had last (``last``) replays, in order, the window's
    messages after it, then the live stream: no gap, no repeat. If a message after ``last`` was
    lost to the window, the resume is a reset instead, with the reason ``overflow``.
@@ -36,7 +36,7 @@ from .errors import BadFrame, ClientFault, CloseCode
 from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame
 from .protocol import Buffer
 
-SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+SESSION_KEY_FORM = re.compile(r"[A-Za-z0-9_-]{16,64}")
 ACK_EVERY = 64  # messages
 ACK_DELAY = 0.1  # seconds
 
@@ -105,12 +105,13 @@ class SessionState:
 
     def sent(self, frame: OutgoingFrame) -> None:
         """Keep ``frame`` (sent, or to be sent on resume) until the client acknowledges it."""
-        self.window.append(frame)
+        window = self.window
+        window.append(frame)
         self.window_size += frame.size
-        if self.window_size > self.window_bytes:
-            self.lost_through = frame.seq
-            self.window.clear()
-            self.window_size = 0
+        while self.window_size > self.window_bytes:
+            dropped = window.popleft()
+            self.window_size -= dropped.size
+            self.lost_through = dropped.seq
 
     def acknowledged(self, seq: int) -> None:
         """The client has every message up to ``seq``."""
@@ -118,16 +119,23 @@ class SessionState:
         while window and window[0].seq <= seq:
             self.window_size -= window.popleft().size
 
+    def after(self, last: int) -> list[OutgoingFrame] | None:
+        """The window's messages after ``last``, or None if some of them were lost to it."""
+        if last < self.lost_through:
+            return None
+        return [frame for frame in self.window if frame.seq > last]
+
     def resume(self, last: int) -> tuple[Outcome, list[OutgoingFrame]]:
         """A new connection whose client had every message up to ``last``: what it is told,
         and the messages to send it before the live stream."""
+        missed = self.after(last)
         self.acknowledged(last)
-        if last < self.lost_through:
+        if missed is None:
             self.lost_through = 0
             self.window.clear()
             self.window_size = 0
             return Outcome.RESET, []
-        return Outcome.RESUMED, list(self.window)
+        return Outcome.RESUMED, missed
 
     # -- client -> server ----------------------------------------------------------------------
 
@@ -240,11 +248,11 @@ class Hello:
 # -- the wire ----------------------------------------------------------------------------------
 
 
-def check_session_id(session_id: str) -> str:
-    """``session_id`` if it is one a client may choose; :class:`BadFrame` otherwise."""
-    if not SESSION_ID.fullmatch(session_id):
-        raise BadFrame("a session id is 16 to 64 characters of A-Z, a-z, 0-9, _ and -")
-    return session_id
+def check_session_key(session_key: str) -> str:
+    """``session_key`` if it is one a client may choose; :class:`BadFrame` otherwise."""
+    if not SESSION_KEY_FORM.fullmatch(session_key):
+        raise BadFrame("a session key is 16 to 64 characters of A-Z, a-z, 0-9, _ and -")
+    return session_key
 
 
 def hello(

@@ -4,13 +4,14 @@ client to come back, and what is said when it cannot resume (see :mod:`.session`
 A :class:`Session` is the bridge's subscriber for one client across its connections: the router
 knows one client id, whatever connection carries it. While no connection does (it dropped
 without a close frame), the session lingers for ``timeout`` seconds, its comm stays open, and
-what the kernel sends waits in its window. A session id is a secret: it is never logged.
+what the kernel sends waits in its window. A session key is a secret: it is never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -63,7 +64,7 @@ class Session:
         bridge: KernelBridge,
     ) -> None:
         self.store = store
-        self.key = key  # (kernel id, session id)
+        self.key = key  # (kernel id, session key)
         self.owner = owner
         self.subscriber = subscriber
         self.bridge = bridge
@@ -182,8 +183,71 @@ class Session:
             self._expiry = None
 
 
+class EventHistory:
+    """A comm's recent messages, for event streams that reconnect with ``Last-Event-ID``.
+
+    A receive-only subscriber of the comm, made when the first stream attaches; it outlives the
+    last stream by the store's ``timeout``, keeping at most ``window_bytes`` of the latest
+    messages, which a reconnecting stream is given if they cover everything after its last
+    event. Messages addressed to particular clients (``transports.to``) are not kept: a stream
+    has a new client id at each connection.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore,
+        key: tuple[str, str],
+        subscriber: Subscriber,
+        bridge: KernelBridge,
+        since: int,
+    ) -> None:
+        self.store = store
+        self.key = key  # (kernel id, comm id)
+        self.subscriber = subscriber
+        self.bridge = bridge
+        self.since = since  # the comm's last seq before the history began
+        self.state = SessionState(store.window_bytes)
+        self.streams = 0
+        self.ended = False
+        self._expiry: asyncio.TimerHandle | None = None
+
+    def deliver(self, frame: OutgoingFrame) -> None:
+        self.state.sent(frame)
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        self.end()
+
+    def missed(self, last: int) -> list[OutgoingFrame] | None:
+        """What came after the event ``last``, or None if the history cannot say (it is kept
+        for every stream: nothing is acknowledged)."""
+        return None if last < self.since else self.state.after(last)
+
+    def stream_started(self) -> None:
+        self.streams += 1
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def stream_ended(self) -> None:
+        self.streams -= 1
+        if self.streams == 0 and not self.ended:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(self.store.timeout, self.end)
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.store.histories.get(self.key) is self:
+            del self.store.histories[self.key]
+        self.bridge.leave(self.subscriber.id)
+        self.store.bridges.release(self.bridge)
+
+
 class SessionStore:
-    """Every live session of the server, by kernel and session id, and why ended ones ended."""
+    """Every live session of the server, by kernel and session key, and why ended ones ended."""
 
     def __init__(
         self, bridges: BridgeManager, *, timeout: float, window_bytes: int, log: logging.Logger
@@ -193,14 +257,15 @@ class SessionStore:
         self.window_bytes = window_bytes
         self.log = log
         self.live: dict[tuple[str, str], Session] = {}
+        self.histories: dict[tuple[str, str], EventHistory] = {}  # by (kernel id, comm id)
         self.tombstones: dict[tuple[str, str], Reason] = {}  # oldest first
 
-    def find(self, kernel_id: str, session_id: str) -> Session | None:
-        return self.live.get((kernel_id, session_id))
+    def find(self, kernel_id: str, session_key: str) -> Session | None:
+        return self.live.get((kernel_id, session_key))
 
-    def why_not(self, kernel_id: str, session_id: str, last: int) -> Reason | None:
+    def why_not(self, kernel_id: str, session_key: str, last: int) -> Reason | None:
         """Why a session that is not live cannot resume (None: it is new)."""
-        reason = self.tombstones.get((kernel_id, session_id))
+        reason = self.tombstones.get((kernel_id, session_key))
         if reason is None and last > 0:
             return Reason.UNKNOWN
         return reason
@@ -208,18 +273,30 @@ class SessionStore:
     def start(
         self,
         kernel_id: str,
-        session_id: str,
+        session_key: str,
         owner: Owner,
         subscriber: Subscriber,
         bridge: KernelBridge,
     ) -> Session:
         """A new session; the caller subscribes it to the bridge."""
-        key = (kernel_id, session_id)
+        key = (kernel_id, session_key)
         self.tombstones.pop(key, None)
         self.bridges.hold(bridge)
         session = self.live[key] = Session(self, key, owner, subscriber, bridge)
         self.log.debug("Session of client %s started", subscriber.id)
         return session
+
+    def history(self, kernel_id: str, comm_id: str, bridge: KernelBridge) -> EventHistory:
+        """The comm's event history, begun now if it has none (the comm must exist)."""
+        history = self.histories.get((kernel_id, comm_id))
+        if history is None:
+            subscriber = Subscriber(uuid.uuid4().hex, comm_id, "", can_send=False, listed=False)
+            since = bridge.router.comms[comm_id].seq
+            history = EventHistory(self, (kernel_id, comm_id), subscriber, bridge, since)
+            bridge.attach(subscriber, history)
+            self.bridges.hold(bridge)
+            self.histories[history.key] = history
+        return history
 
     def forget(self, session: Session, reason: Reason) -> None:
         if self.live.get(session.key) is session:
@@ -233,3 +310,5 @@ class SessionStore:
         """The server stops: end every session (their bridges closed their sockets already)."""
         for session in list(self.live.values()):
             session.end(Reason.CLOSED)
+        for history in list(self.histories.values()):
+            history.end()

@@ -26,7 +26,7 @@ from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
 from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
 from .manager import BridgeManager
 from .router import Subscriber
-from .session import ClientAck, Reason, check_session_id, decode_client_frame
+from .session import ClientAck, Reason, check_session_key, decode_client_frame
 from .sessions import Owner, Session, SessionStore
 from .writer import FrameWriter, Pieces, wire_pieces
 
@@ -71,7 +71,7 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
 
     def comm_open_query(self) -> dict[str, str]:
         """The query parameters the kernel sees in the comm_open: all but the secrets (the token,
-        a session id) and a session's ``last``; the last value of each."""
+        a session key) and a session's ``last``; the last value of each."""
         return {
             name: values[-1].decode("utf-8", "replace")
             for name, values in self.request.query_arguments.items()  # type: ignore[attr-defined]
@@ -100,7 +100,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     client: Subscriber
     writer: FrameWriter | None = None  # set in open
     raw_frames = False  # write the frames of wire_pieces() (set in open)
-    session_id: str | None = None  # the ?session= parameter: this socket carries that session
+    session_key: str | None = None  # the ?session_key= parameter: this socket carries that session
     last = 0  # the ?last= parameter: the last seq its client received
     session: Session | None = None  # set in open
     closed_by_server = False
@@ -125,15 +125,15 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         except ValueError:
             raise web.HTTPError(400, f"frames must be 'json' or 'text', not {frames!r}") from None
         self.kernel_id = kernel_id
-        self.session_id = self.get_query_argument(SESSION_PARAM, None)
-        if self.session_id is not None:
+        self.session_key = self.get_query_argument(SESSION_PARAM, None)
+        if self.session_key is not None:
             self.parse_session()
 
     def parse_session(self) -> None:
         """The session parameters; 403 if the session is someone else's."""
-        assert self.session_id is not None
+        assert self.session_key is not None
         try:
-            check_session_id(self.session_id)
+            check_session_key(self.session_key)
         except BadFrame as e:
             raise web.HTTPError(400, str(e)) from None
         if self.mode is not FrameMode.JSON:
@@ -142,7 +142,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if not (last.isascii() and last.isdigit()):
             raise web.HTTPError(400, f"last must be an integer >= 0, not {last!r}")
         self.last = int(last)
-        session = self.sessions.find(self.kernel_id, self.session_id)
+        session = self.sessions.find(self.kernel_id, self.session_key)
         if session is not None and not session.owner.may_resume(self.owner()):
             raise web.HTTPError(403, "this session belongs to another user")
 
@@ -188,18 +188,18 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         """Subscribe this socket's client to the bridge with ``subscribe`` (open or attach),
         or, with a session, resume or begin it."""
         try:
-            if self.session_id is None:
+            if self.session_key is None:
                 subscribe(self.client, self)
                 return
-            session = self.sessions.find(self.kernel_id, self.session_id)
+            session = self.sessions.find(self.kernel_id, self.session_key)
             if session is not None:
                 self.session, self.client = session, session.subscriber
                 session.resume(self, self.last)
                 return
             assert self.bridge is not None
-            reason = self.sessions.why_not(self.kernel_id, self.session_id, self.last)
+            reason = self.sessions.why_not(self.kernel_id, self.session_key, self.last)
             self.session = self.sessions.start(
-                self.kernel_id, self.session_id, self.owner(), self.client, self.bridge
+                self.kernel_id, self.session_key, self.owner(), self.client, self.bridge
             )
             subscribe(self.client, self.session)
             self.session.begin(self, reason)
@@ -344,7 +344,10 @@ class AttachHandler(CommSocketHandler):
         await self.upgrade(kernel_id, comm_id, check=self.check_comm)
 
     async def check_comm(self, bridge: KernelBridge) -> None:
-        await bridge.require_comm(self.client.comm_id)
+        """404 for a comm the kernel does not have, unless a live session resumes: it is told
+        how its comm ended (after what was waiting for it), whenever that was."""
+        if self.session_key is None or self.sessions.find(self.kernel_id, self.session_key) is None:
+            await bridge.require_comm(self.client.comm_id)
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)

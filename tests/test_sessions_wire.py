@@ -31,6 +31,12 @@ class Raw:
     async def recv(self) -> dict[str, Any]:
         return json.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))  # type: ignore[no-any-return]
 
+    async def message(self) -> dict[str, Any]:
+        """The next comm message, past acknowledgements."""
+        while "seq" not in (frame := await self.recv()):
+            pass
+        return frame
+
     async def send(self, **fields: Any) -> None:
         await self.ws.send(json.dumps(fields))
 
@@ -156,8 +162,12 @@ async def test_a_number_that_skips_one_closes_1002(connect):
 
 @pytest.mark.parametrize(
     "query",
-    [{"session_key": "short"}, {"session_key": "x" * 65},
-     {"session_key": "a" * 20, "last": "-1"}, {"session_key": "a" * 20, "frames": "text"}],
+    [
+        {"session_key": "short"},
+        {"session_key": "x" * 65},
+        {"session_key": "a" * 20, "last": "-1"},
+        {"session_key": "a" * 20, "frames": "text"},
+    ],
 )
 async def test_bad_session_parameters_are_400(connect, query):
     with pytest.raises(websockets.InvalidStatus) as info:
@@ -214,3 +224,24 @@ async def test_the_session_id_never_reaches_the_kernel_nor_the_log(connect, capl
     assert (await again.recv())["session"] == "resumed"
     assert sid not in json.dumps(opened)
     assert sid not in caplog.text
+
+
+async def test_a_comm_that_closed_while_away_is_told_after_what_was_waiting(connect, kernel):
+    owner = await connect("targets", "echo", session_key=new_session_id())
+    comm_id = (await owner.recv())["comm_id"]
+    sid = new_session_id()
+    watcher = await connect("comms", comm_id, session_key=sid)
+    await watcher.recv()
+    await owner.send(seq=1, data="before")
+    assert (await watcher.message())["data"] == "before"  # the echo reaches both
+    watcher.drop()
+    await asyncio.sleep(SLOW)
+    await owner.send(seq=2, data="while away")
+    assert (await owner.message())["data"] == "before"
+    assert (await owner.message())["data"] == "while away"
+    await owner.ws.close()  # the owner leaves: its comm closes
+    again = await connect("comms", comm_id, session_key=sid, last=1)
+    assert (await again.recv())["session"] == "resumed"
+    assert (await again.message())["data"] == "while away"
+    assert await again.close_code() == 1000
+    assert again.ws.close_reason == "comm closed by the client that opened it"

@@ -4,6 +4,7 @@
 export declare const CloseCode: Readonly<{
   COMM_CLOSED: 1000;
   GOING_AWAY: 1001;
+  PROTOCOL_ERROR: 1002;
   NO_STATUS: 1005;
   ABNORMAL: 1006;
   BAD_FRAME: 1007;
@@ -13,7 +14,20 @@ export declare const CloseCode: Readonly<{
   RESTARTING: 1012;
   TOO_SLOW: 1013;
   NO_SUCH_COMM: 4404;
+  REPLACED: 4409;
 }>;
+
+/** The first frame of a durable session's connection. */
+export declare const SessionOutcome: Readonly<{ NEW: "new"; RESUMED: "resumed"; RESET: "reset" }>;
+/** Why a session could not resume (`CommOpenEvent.reason`). */
+export declare const ResetReason: Readonly<{
+  UNKNOWN: "unknown";
+  EXPIRED: "expired";
+  OVERFLOW: "overflow";
+  KERNEL_RESTARTED: "kernel_restarted";
+  CLOSED: "closed";
+}>;
+export type ResetReasonName = (typeof ResetReason)[keyof typeof ResetReason];
 
 /** The server the module was loaded from (`{base_url}`). */
 export declare const defaultBaseUrl: string;
@@ -21,9 +35,9 @@ export declare const defaultBaseUrl: string;
 export declare class TransportsError extends Error {}
 /** The WebSocket could not be opened (token, origin, kernel or comm: the browser hides which). */
 export declare class ConnectError extends TransportsError {}
-/** The socket is not open. */
+/** The socket is not open (closed; or reconnecting, on a plain socket). */
 export declare class StateError extends TransportsError {}
-/** The socket closed before the answer to a call came. */
+/** The socket closed, or its session was reset, before the answer to a call came. */
 export declare class ConnectionLost extends TransportsError {}
 /** No answer within the call's timeout. */
 export declare class TimeoutError extends TransportsError {}
@@ -57,9 +71,15 @@ export interface ConnectOptions {
   token?: string;
   /** Extra query parameters; the kernel sees them in the comm_open metadata. */
   query?: Record<string, string | number | boolean>;
+  /** "text" uses a plain socket (no session): a session's frames are JSON objects. */
   frames?: FrameMode;
   /** Reconnect after a dropped socket (default true). */
   reconnect?: boolean | ReconnectOptions;
+  /**
+   * Ride a durable session (default true): after a drop the comm resumes with nothing lost or
+   * repeated. false: a plain v1 socket, as before sessions.
+   */
+  session?: boolean;
 }
 
 export interface OpenOptions extends ConnectOptions {
@@ -88,7 +108,16 @@ export declare class CommCloseEvent extends Event {
 
 export declare class CommOpenEvent extends Event {
   readonly type: "open";
+  /** True after a drop. */
   readonly reconnected: boolean;
+  /** True when the session went on where it was: nothing lost, nothing repeated. */
+  readonly resumed: boolean;
+  /**
+   * Why the session was reset (the application should resynchronise its state), else null.
+   * "overflow": the same session, but kernel messages were lost; any other: a new session (on
+   * `Comm.open`, a new comm) whose unacknowledged messages were dropped. Always null on a plain socket.
+   */
+  readonly reason: ResetReasonName | null;
 }
 
 interface CommEventMap {
@@ -97,12 +126,27 @@ interface CommEventMap {
   close: CommCloseEvent;
 }
 
+/**
+ * One kernel comm over one WebSocket, reconnecting with backoff after a drop. On a durable session
+ * (the default) it comes back as the same comm, nothing lost or repeated; after a kernel restart
+ * a `Comm.open` comm opens a new comm to its target by itself ("open" with reason
+ * "kernel_restarted") and an attached comm closes with 4404. On a plain socket a `Comm.open`
+ * comm reopens a new comm after a drop.
+ */
 export declare class Comm extends EventTarget {
   static open(options: OpenOptions): Promise<Comm>;
   static attach(options: AttachOptions): Promise<Comm>;
   readonly state: "connecting" | "open" | "reconnecting" | "closed";
   readonly reconnects: number;
+  /** The server's id of this client (`metadata.transports.client` in the kernel); null on a plain socket. */
+  readonly clientId: string | null;
+  /** The comm's id (from the session; on a plain socket only for `Comm.attach`). */
+  readonly commId: string | null;
+  /** Whether the comm rides a durable session. */
+  readonly durable: boolean;
+  /** On a session, a message sent while reconnecting waits and goes out when the comm is back. */
   send(data: any, buffers?: Binary[]): void;
+  /** Close for good; a session ends at the close frame (if closed while reconnecting: when it expires). */
   close(code?: number, reason?: string): void;
   addEventListener<K extends keyof CommEventMap>(
     type: K,
@@ -136,6 +180,11 @@ export interface ChannelOptions extends ConnectOptions {
   batch?: boolean;
 }
 
+/**
+ * An RPC channel. On a durable session the calls in flight complete once across drops, and
+ * reject with ConnectionLost only when the comm ends or its session is reset (not "overflow");
+ * on a plain socket they reject at every drop.
+ */
 export declare class Channel {
   static open(options: ChannelOptions): Promise<Channel>;
   constructor(comm: Comm, options?: { handler?: object | null; timeout?: number; batch?: boolean });

@@ -7,21 +7,35 @@
 //   import { Comm, Channel } from "http://localhost:8888/static/jupyter_transports/transports.js";
 //   const comm = await Comm.open({ kernelId, target: "echo", token });
 //   comm.addEventListener("message", (e) => console.log(e.data, e.buffers));
+//   comm.addEventListener("open", (e) => e.reconnected && !e.resumed && resync(e.reason));
 //   comm.send({ hello: "kernel" }, [new Uint8Array([1, 2, 3])]);
 //
-// The wire format is the one in the project's CONTRACT.md: a text frame is one message's JSON
-// `data`; a message with buffers is one binary frame (big-endian uint32 part count, uint32
-// offsets, then part 0 = UTF-8 JSON of `data` and parts 1.. = the buffers).
+// The wire is the one in the project's CONTRACT.md. By default a comm rides a *durable session*
+// (v2, "Durable sessions"): its socket carries `?session_key=<random id>`, every frame is a JSON
+// object (`{"seq": n, "data": d}` both ways, `{"ack": n}`, and the server's first frame,
+// `{"session": "new" | "resumed" | "reset", ...}`), and after a drop the comm reconnects to the
+// same session with `&last=<highest seq received>`: nothing the kernel sent meanwhile is lost or
+// repeated, every message sent reaches the kernel exactly once, and a comm this client opened
+// stays the same comm. The "open" event says whether the session resumed, or why it was reset.
+//
+// `frames: "text"` and `session: false` use a plain (v1) socket instead, byte for byte as before
+// sessions: a text frame is one message's JSON `data` (or its text, with frames "text"), and
+// after a drop `Comm.open` opens a new comm. In both, a message with buffers is one binary frame
+// (big-endian uint32 part count, uint32 offsets, then part 0 = UTF-8 JSON and parts 1.. = the
+// buffers); on a session, part 0 is the `{"seq", "data"}` object.
 
 const API_PATH = "api/transports/kernels";
 const TOKEN_PARAM = "token";
 const DATA_PARAM = "data";
 const FRAMES_PARAM = "frames";
+const SESSION_PARAM = "session_key"; // a secret: the server's log scrubs parameters named *key*
+const LAST_PARAM = "last";
 
 /** The WebSocket close codes of the contract. */
 export const CloseCode = Object.freeze({
   COMM_CLOSED: 1000,
   GOING_AWAY: 1001,
+  PROTOCOL_ERROR: 1002,
   NO_STATUS: 1005,
   ABNORMAL: 1006,
   BAD_FRAME: 1007,
@@ -31,11 +45,13 @@ export const CloseCode = Object.freeze({
   RESTARTING: 1012,
   TOO_SLOW: 1013,
   NO_SUCH_COMM: 4404,
+  REPLACED: 4409,
 });
 
 // A socket closed with one of these may come back: it dropped, the bridge failed, the kernel is
 // restarting, or the client fell behind. Every other code is an answer (the comm was closed, the
-// kernel refused it, the client may not send...) and reconnecting would not change it.
+// kernel refused it, the client may not send, a newer connection of the session took over...)
+// and reconnecting would not change it.
 const RETRY_CODES = new Set([
   CloseCode.NO_STATUS,
   CloseCode.ABNORMAL,
@@ -62,10 +78,10 @@ export class TransportsError extends Error {
 /** The WebSocket could not be opened (the browser does not say why: token, origin, kernel, comm). */
 export class ConnectError extends TransportsError {}
 
-/** The socket is not open (closed, or reconnecting). */
+/** The socket is not open (closed, or reconnecting without a session). */
 export class StateError extends TransportsError {}
 
-/** The socket closed before the answer to a call came. */
+/** The socket closed (or its session was reset) before the answer to a call came. */
 export class ConnectionLost extends TransportsError {}
 
 /** No answer within the call's timeout. */
@@ -94,7 +110,12 @@ function asBytes(buffer) {
 
 /** One binary frame holding `data` (as JSON) and `buffers`, in Jupyter's binary layout. */
 export function packBinary(data, buffers) {
-  const parts = [encoder.encode(JSON.stringify(data)), ...buffers.map(asBytes)];
+  return packJson(JSON.stringify(data), buffers);
+}
+
+/** One binary frame whose part 0 is the JSON text `json`. */
+function packJson(json, buffers) {
+  const parts = [encoder.encode(json), ...buffers.map(asBytes)];
   const headerSize = 4 * (parts.length + 1);
   const size = parts.reduce((total, part) => total + part.byteLength, headerSize);
   const frame = new Uint8Array(size);
@@ -139,6 +160,117 @@ function socketUrl(baseUrl, kernelId, kind, name, { token, query = {}, data, fra
   return url.href;
 }
 
+/** A socket URL fit for an error message: the token and the session id are secrets. */
+function redacted(url) {
+  return url.replace(/([?&](?:token|session_key)=)[^&]*/g, "$1…");
+}
+
+// -- durable sessions --------------------------------------------------------------------------
+// The client's half of CONTRACT.md, v2, "Durable sessions".
+
+const ACK_EVERY = 64; // received messages: acknowledge at least this often (the contract's bound)
+const ACK_DELAY = 50; // ms after a message: the contract asks for 100; timers can fire late
+const SESSION_ID_BYTES = 16; // 128 bits, 22 characters of URL-safe base64
+const OUTCOME_KEY = "session"; // of the server's first frame on each connection
+
+/** The first frame of a session connection (`session`) and why a reset happened (`reason`). */
+export const SessionOutcome = Object.freeze({ NEW: "new", RESUMED: "resumed", RESET: "reset" });
+export const ResetReason = Object.freeze({
+  UNKNOWN: "unknown",
+  EXPIRED: "expired",
+  OVERFLOW: "overflow",
+  KERNEL_RESTARTED: "kernel_restarted",
+  CLOSED: "closed",
+});
+
+function isCount(value) {
+  return Number.isInteger(value) && value >= 0;
+}
+
+/** A session id nobody can guess: random bytes as URL-safe base64, without padding. */
+function newSessionId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/**
+ * The numbers of one session, no I/O: it numbers the messages sent and keeps them until the
+ * server says it handed them to the kernel, and it tracks the messages received, which it tells
+ * the server it has (an ack, or `last` in the next connection's URL).
+ */
+class SessionState {
+  id = newSessionId();
+  /** The highest `seq` received since the session began: the next connection's `last`. */
+  lastReceived = 0;
+  #nextSeq = 1;
+  #unacked = []; // {seq, frame} sent or queued, not yet handed to the kernel, in order
+  #receivedSinceAck = 0;
+
+  /** The frame of one comm message under the next number, kept until acknowledged. */
+  number(data, buffers) {
+    // encode before taking a number: a message JSON cannot encode throws and uses none
+    const json = JSON.stringify(data) ?? "null";
+    const seq = this.#nextSeq;
+    const envelope = `{"seq":${seq},"data":${json}}`;
+    const frame = buffers.length > 0 ? packJson(envelope, buffers) : envelope;
+    this.#nextSeq += 1;
+    this.#unacked.push({ seq, frame });
+    return frame;
+  }
+
+  /** The server handed every message up to `seq` to the kernel: forget them. */
+  acknowledged(seq) {
+    const kept = this.#unacked.findIndex((message) => message.seq > seq);
+    this.#unacked.splice(0, kept === -1 ? this.#unacked.length : kept);
+  }
+
+  /** The frames the server has not acknowledged, in order: to send again after a resume. */
+  unackedFrames() {
+    return this.#unacked.map((message) => message.frame);
+  }
+
+  /** The server began the session anew: number from 1, and drop what the old one never got. */
+  restart() {
+    this.#nextSeq = 1;
+    this.#unacked = [];
+    this.lastReceived = 0;
+    this.#receivedSinceAck = 0;
+  }
+
+  /** The query of the next connection; its `last` acknowledges what came so far. */
+  connectionQuery(reconnecting) {
+    this.#receivedSinceAck = 0;
+    return reconnecting ? { [SESSION_PARAM]: this.id, [LAST_PARAM]: this.lastReceived } : { [SESSION_PARAM]: this.id };
+  }
+
+  /** Whether message `seq` is new (the server never repeats one; a repeat would be dropped). */
+  received(seq) {
+    if (seq <= this.lastReceived) return false;
+    this.lastReceived = seq;
+    this.#receivedSinceAck += 1;
+    return true;
+  }
+
+  /** Whether so many messages came since the last ack that one is due now. */
+  ackDue() {
+    return this.#receivedSinceAck >= ACK_EVERY;
+  }
+
+  /** The `seq` to acknowledge now, or null if nothing came since the last ack. */
+  takeAck() {
+    if (this.#receivedSinceAck === 0) return null;
+    this.#receivedSinceAck = 0;
+    return this.lastReceived;
+  }
+}
+
+/** A session frame's JSON object and buffers; throws if the frame is not one. */
+function decodeSessionFrame(frame) {
+  const { data, buffers } = typeof frame === "string" ? { data: JSON.parse(frame), buffers: [] } : unpackBinary(frame);
+  if (data === null || typeof data !== "object" || Array.isArray(data)) throw new TypeError("a session frame is a JSON object");
+  return { fields: data, buffers };
+}
+
 // -- events ------------------------------------------------------------------------------------
 
 /** A comm message: `data` (JSON value, or text with frames "text") and `buffers` (Uint8Array[]). */
@@ -160,11 +292,17 @@ export class CommCloseEvent extends Event {
   }
 }
 
-/** The socket opened; `reconnected` is true after a drop. */
+/**
+ * The comm is ready to carry messages. `reconnected`: after a drop. `resumed`: the session went
+ * on where it was (nothing lost). `reason`: why it could not (a ResetReason), else null; after
+ * any reset the application should resynchronise its state with the kernel.
+ */
 export class CommOpenEvent extends Event {
-  constructor(reconnected) {
+  constructor(reconnected, resumed = false, reason = null) {
     super("open");
     this.reconnected = reconnected;
+    this.resumed = resumed;
+    this.reason = reason;
   }
 }
 
@@ -174,37 +312,55 @@ export class CommOpenEvent extends Event {
  * One kernel comm over one WebSocket, reconnecting with backoff after the socket drops.
  *
  * Events: "open" (CommOpenEvent), "message" (CommMessageEvent), "close" (CommCloseEvent).
- * A comm opened with `Comm.open` reopens a new comm to the same target after a drop (the kernel
- * sees a new client); one from `Comm.attach` attaches to the same comm again.
+ *
+ * On a durable session (the default) a comm comes back after a drop as the same comm: a
+ * `Comm.open` comm keeps its comm id and client id, messages sent while it reconnects wait and go
+ * out on its return, and what the kernel sent meanwhile arrives, once, in order. After a kernel
+ * restart (1012) the session is reset: a `Comm.open` comm opens a new comm to its target by
+ * itself, an attached comm is gone and closes with 4404.
+ *
+ * On a plain socket (`session: false` or `frames: "text"`), a `Comm.open` comm reopens a new comm
+ * to the same target after a drop (the kernel sees a new client); a `Comm.attach` comm attaches to
+ * the same comm again.
  */
 export class Comm extends EventTarget {
-  #url;
+  #url; // without the session's parameters
   #frames;
   #reconnect;
+  #session; // SessionState, or null on a plain socket
+  #attached; // made by Comm.attach: a kernel restart ends its comm for good
   #socket = null;
+  #firstConnection = null; // {resolve, reject} until the first connection is ready or fails
   #closing = false;
   #attempts = 0;
   #timer = null;
+  #ackTimer = null;
+  #lastDrop = null; // the close code that made the comm reconnect
 
-  /** Open a new comm to `target` in the kernel; resolves once the socket is open. */
-  static open({ kernelId, target, baseUrl, token, data, query, frames, reconnect } = {}) {
+  /** Open a new comm to `target` in the kernel; resolves once the comm is ready. */
+  static open({ kernelId, target, baseUrl, token, data, query, frames, reconnect, session } = {}) {
     if (!kernelId || !target) throw new TypeError("Comm.open needs a kernelId and a target");
     const url = socketUrl(baseUrl, kernelId, "targets", target, { token, query, data, frames });
-    return new Comm(url, { frames, reconnect }).#connected();
+    return new Comm(url, { frames, reconnect, session }).#connected();
   }
 
   /** Attach to an existing comm of the kernel (a widget's, another client's...). */
-  static attach({ kernelId, commId, baseUrl, token, query, frames, reconnect } = {}) {
+  static attach({ kernelId, commId, baseUrl, token, query, frames, reconnect, session } = {}) {
     if (!kernelId || !commId) throw new TypeError("Comm.attach needs a kernelId and a commId");
     const url = socketUrl(baseUrl, kernelId, "comms", commId, { token, query, frames });
-    return new Comm(url, { frames, reconnect }).#connected();
+    const comm = new Comm(url, { frames, reconnect, session, attached: true });
+    comm.commId = commId;
+    return comm.#connected();
   }
 
-  constructor(url, { frames = "json", reconnect = true } = {}) {
+  constructor(url, { frames = "json", reconnect = true, session = true, attached = false } = {}) {
     super();
     this.#url = url;
     this.#frames = frames;
     this.#reconnect = reconnect === false ? null : { ...DEFAULT_RECONNECT, ...(reconnect === true ? {} : reconnect) };
+    // a session's frames are JSON objects: text passthrough needs a plain socket
+    this.#session = session !== false && frames !== "text" ? new SessionState() : null;
+    this.#attached = attached;
   }
 
   /** "connecting", "open", "reconnecting" or "closed". */
@@ -213,53 +369,114 @@ export class Comm extends EventTarget {
   /** How many times the socket came back after a drop. */
   reconnects = 0;
 
-  /** Send one comm message: `data` as JSON (or as text with frames "text"), `buffers` as binary. */
+  /** The server's id of this client (the kernel's `metadata.transports.client`); null on a plain socket. */
+  clientId = null;
+
+  /** The comm's id (from the session's first frame; on a plain socket, known only when attached). */
+  commId = null;
+
+  /** Whether the comm rides a durable session (false: a plain v1 socket). */
+  get durable() {
+    return this.#session !== null;
+  }
+
+  /**
+   * Send one comm message: `data` as JSON (or as text with frames "text"), `buffers` as binary.
+   * On a session a message sent while the comm reconnects waits for its return.
+   */
   send(data, buffers = []) {
+    if (this.#session) {
+      this.#sendOnSession(data, buffers);
+      return;
+    }
     if (this.state !== "open") throw new StateError(`the comm is ${this.state}`);
     if (buffers.length > 0) this.#socket.send(packBinary(data, buffers));
     else if (this.#frames === "text" && typeof data === "string") this.#socket.send(data);
     else this.#socket.send(JSON.stringify(data));
   }
 
-  /** Close the socket for good (a comm this client opened closes in the kernel too). */
+  /**
+   * Close the socket for good (a comm this client opened closes in the kernel too). A session
+   * ends at the close frame; closed while reconnecting, it has no socket to send one on, and the
+   * server ends it when nobody resumes it (`session_timeout`).
+   */
   close(code = CloseCode.COMM_CLOSED, reason = "") {
     this.#closing = true;
     clearTimeout(this.#timer);
+    this.#cancelAck();
     if (this.#socket && this.#socket.readyState <= WebSocket.OPEN) this.#socket.close(code, reason);
     else if (this.state !== "closed") this.#finish(code, reason);
   }
 
   #connected() {
     return new Promise((resolve, reject) => {
-      this.#dial(resolve, reject);
+      this.#firstConnection = { resolve, reject };
+      this.#dial();
     });
   }
 
-  #dial(resolve, reject) {
-    const socket = (this.#socket = new WebSocket(this.#url));
+  /** A new socket: to the session (with what was received so far), or plain. */
+  #dial() {
+    const socket = (this.#socket = new WebSocket(this.#connectionUrl()));
     socket.binaryType = "arraybuffer";
     let opened = false;
     socket.onopen = () => {
       opened = true;
-      const reconnected = this.state === "reconnecting";
-      this.state = "open";
-      this.#attempts = 0;
-      if (reconnected) this.reconnects += 1;
-      this.dispatchEvent(new CommOpenEvent(reconnected));
-      resolve?.(this);
+      if (!this.#session) this.#ready(false, null); // a session is ready at its first frame
     };
-    socket.onmessage = (event) => this.#receive(event.data);
+    socket.onmessage = (event) => {
+      if (socket === this.#socket) this.#receive(event.data);
+    };
     socket.onclose = (event) => {
-      if (socket !== this.#socket) return;
-      if (!opened && resolve) {
-        // the first handshake failed: the browser hides the HTTP status, so name the suspects
-        this.state = "closed";
-        reject(new ConnectError(`could not connect to ${this.#url.replace(/token=[^&]*/, "token=…")} ` +
-          "(refused: token, origin, kernel or comm?)"));
-        return;
-      }
-      this.#dropped(event.code, event.reason);
+      if (socket === this.#socket) this.#socketClosed(event.code, event.reason, opened);
     };
+  }
+
+  #connectionUrl() {
+    if (!this.#session) return this.#url;
+    const url = new URL(this.#url);
+    const query = this.#session.connectionQuery(this.state === "reconnecting");
+    for (const [key, value] of Object.entries(query)) url.searchParams.set(key, String(value));
+    return url.href;
+  }
+
+  /** The comm carries messages again: a plain socket opened, or a session's first frame came. */
+  #ready(resumed, reason) {
+    const reconnected = this.state === "reconnecting";
+    this.state = "open";
+    this.#attempts = 0;
+    this.#lastDrop = null;
+    if (reconnected) this.reconnects += 1;
+    this.dispatchEvent(new CommOpenEvent(reconnected, resumed, reason));
+    const first = this.#firstConnection;
+    this.#firstConnection = null;
+    first?.resolve(this);
+  }
+
+  #socketClosed(code, reason, opened) {
+    this.#cancelAck();
+    const first = this.#firstConnection;
+    if (first) {
+      // the first connection failed: the browser hides a refused handshake's HTTP status
+      this.#firstConnection = null;
+      this.state = "closed";
+      const why = opened ? `closed (${code}${reason ? `: ${reason}` : ""}) before the session began`
+        : "refused: token, origin, kernel or comm?";
+      first.reject(new ConnectError(`could not connect to ${redacted(this.#url)} (${why})`));
+      return;
+    }
+    if (!opened && this.#commEndedWithKernel()) {
+      this.#finish(CloseCode.NO_SUCH_COMM, "the comm no longer exists: the kernel restarted");
+      return;
+    }
+    this.#dropped(code, reason);
+  }
+
+  // A kernel restart ends every comm and every session: an attached session that reconnects
+  // finds its comm gone, and the server refuses the handshake (404). A network fault cannot be
+  // told from that refusal, but after a restart the comm cannot exist any more.
+  #commEndedWithKernel() {
+    return this.#session !== null && this.#attached && this.#lastDrop === CloseCode.RESTARTING;
   }
 
   #dropped(code, reason) {
@@ -274,8 +491,11 @@ export class Comm extends EventTarget {
     this.#attempts += 1;
     const wasOpen = this.state === "open";
     this.state = "reconnecting";
-    if (wasOpen) this.dispatchEvent(new CommCloseEvent(code, reason, true));
-    this.#timer = setTimeout(() => this.#dial(null, null), delay);
+    if (wasOpen) {
+      this.#lastDrop = code;
+      this.dispatchEvent(new CommCloseEvent(code, reason, true));
+    }
+    this.#timer = setTimeout(() => this.#dial(), delay);
   }
 
   #finish(code, reason) {
@@ -284,6 +504,10 @@ export class Comm extends EventTarget {
   }
 
   #receive(frame) {
+    if (this.#session) {
+      this.#receiveOnSession(frame);
+      return;
+    }
     let data;
     let buffers = [];
     try {
@@ -294,6 +518,71 @@ export class Comm extends EventTarget {
       return;
     }
     this.dispatchEvent(new CommMessageEvent(data, buffers));
+  }
+
+  // -- on a durable session ----------------------------------------------------------------------
+
+  #sendOnSession(data, buffers) {
+    if (this.state !== "open" && this.state !== "reconnecting") throw new StateError(`the comm is ${this.state}`);
+    const frame = this.#session.number(data, buffers);
+    if (this.state === "open") this.#socket.send(frame); // else it goes out when the session resumes
+  }
+
+  #receiveOnSession(frame) {
+    let fields;
+    let buffers;
+    try {
+      ({ fields, buffers } = decodeSessionFrame(frame));
+    } catch (error) {
+      console.error("jupyter_transports: dropping a session frame that cannot be decoded", error);
+      return;
+    }
+    if (OUTCOME_KEY in fields && isCount(fields.ack)) this.#greeted(fields);
+    else if (this.state !== "open") console.error("jupyter_transports: a session frame before the session's first", fields);
+    else if (isCount(fields.seq)) this.#receivedMessage(fields.seq, fields.data, buffers);
+    else if (isCount(fields.ack)) this.#session.acknowledged(fields.ack);
+    else console.error("jupyter_transports: dropping an unknown session frame", fields);
+  }
+
+  /** The first frame of a session connection: go on where the session was, or begin anew. */
+  #greeted({ [OUTCOME_KEY]: outcome, reason = null, client, comm_id: commId, ack }) {
+    // "overflow": the same session lost kernel messages, but not the client's: carry on
+    const sameSession = outcome === SessionOutcome.RESUMED || reason === ResetReason.OVERFLOW;
+    this.clientId = client;
+    this.commId = commId;
+    if (sameSession) {
+      this.#session.acknowledged(ack);
+      for (const frame of this.#session.unackedFrames()) this.#socket.send(frame);
+    } else {
+      this.#session.restart(); // a new session: what the old one did not hand on is lost
+    }
+    this.#ready(outcome === SessionOutcome.RESUMED, reason);
+  }
+
+  #receivedMessage(seq, data, buffers) {
+    if (!this.#session.received(seq)) {
+      console.warn(`jupyter_transports: dropping message ${seq}, received already`);
+      return;
+    }
+    this.#scheduleAck();
+    this.dispatchEvent(new CommMessageEvent(data, buffers));
+  }
+
+  #scheduleAck() {
+    if (this.#session.ackDue()) this.#sendAck();
+    else if (this.#ackTimer === null) this.#ackTimer = setTimeout(() => this.#sendAck(), ACK_DELAY);
+  }
+
+  #sendAck() {
+    this.#cancelAck();
+    if (this.state !== "open") return; // the next connection's `last` says it
+    const seq = this.#session.takeAck();
+    if (seq !== null) this.#socket.send(`{"ack":${seq}}`);
+  }
+
+  #cancelAck() {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = null;
   }
 }
 
@@ -394,8 +683,12 @@ function errorInfo(error) {
  * An RPC channel with the kernel's `kernel.Channel` of the same name (jupyter-jchannel's
  * shape): `call`, `callWithStream`, `echo`, `pipe`, and a `handler` whose methods the kernel
  * calls. Binary values (typed arrays, ArrayBuffers) travel as comm buffers; they arrive as
- * Uint8Array. After a dropped socket the channel comes back by itself; calls pending at the
- * drop reject with ConnectionLost.
+ * Uint8Array. After a dropped socket the channel comes back by itself. On a durable session
+ * (the default) the calls in flight carry on across the drop and complete once; they reject with
+ * ConnectionLost only if the comm ends or its session is reset (a kernel restart, say: then the
+ * kernel has forgotten them). After an "overflow" reset the session lives on, but an answer the
+ * server dropped never comes: such a call waits for its timeout. On a plain socket
+ * (`session: false`) the calls pending at a drop reject with ConnectionLost.
  *
  * Messages made in the same task (say, by `Promise.all` over many calls) leave as one comm
  * message, a batch, flushed by a microtask: no timer, no added latency. `batch: false` sends
@@ -425,10 +718,8 @@ export class Channel {
     this.timeout = timeout;
     this.#batch = batch;
     comm.addEventListener("message", (event) => this.#receive(event.data, event.buffers));
-    comm.addEventListener("close", (event) => {
-      const why = event.reconnecting ? "dropped" : "closed";
-      this.#failAll(new ConnectionLost(`the channel's socket ${why} (${event.code}) before the answer came`));
-    });
+    comm.addEventListener("close", (event) => this.#socketClosed(event));
+    comm.addEventListener("open", (event) => this.#reopened(event));
   }
 
   /** The result of the kernel handler's method `name`. */
@@ -595,6 +886,19 @@ export class Channel {
     const method = name.startsWith("_") || name === "constructor" ? undefined : handler[name];
     if (typeof method !== "function") throw new Error(`the handler has no method '${name}'`);
     return method.apply(handler, args);
+  }
+
+  #socketClosed({ code, reconnecting }) {
+    if (reconnecting && this.comm.durable) return; // the session resumes what was in flight
+    const why = reconnecting ? "dropped" : "closed";
+    this.#failAll(new ConnectionLost(`the channel's socket ${why} (${code}) before the answer came`));
+  }
+
+  #reopened({ reconnected, resumed, reason }) {
+    // A reset session is a new client on the kernel's side: the calls it had are forgotten.
+    // "overflow" keeps the session (and the calls; see the class's comment).
+    if (!this.comm.durable || !reconnected || resumed || reason === ResetReason.OVERFLOW) return;
+    this.#failAll(new ConnectionLost(`the channel's session was reset (${reason ?? "new"}) before the answer came`));
   }
 
   #failAll(error) {

@@ -1,11 +1,19 @@
 // The demo page: a shared model on one comm every tab attaches to, and an RPC channel.
-// Opened as demo/index.html?token=…&kernel=… (demo/serve.py prints the full URL).
-import { Channel, Comm } from "../transports.js";
+// Opened as demo/index.html?token=…&kernel=… (demo/serve.py prints the full URL). It rides
+// durable sessions: a dropped connection resumes with nothing lost, and calls in flight
+// complete. With &session=0 the page uses plain sockets (a drop fails the calls in flight).
+//
+// A kernel restart ends every comm: the channel comes back by itself (a new comm to its target),
+// but the model's comm is gone, so the page asks the restarted kernel for the new one and
+// attaches to it. If the restarted kernel does not run the demo (yet), the page keeps trying.
+import { Channel, CloseCode, Comm } from "../transports.js";
 
 const CHANNEL_NAME = "jupyter_transports.demo";
+const RETRY_MS = 3000; // between attempts to reach the demo after the channel closed for good
 const params = new URLSearchParams(location.search);
 const token = params.get("token") ?? undefined;
 const kernelId = params.get("kernel");
+const connectOptions = { kernelId, token, session: params.get("session") !== "0" };
 
 const $ = (id) => document.getElementById(id);
 const controls = ["increment", "decrement", "reset", "slider", "roll", "divide", "announce"].map($);
@@ -18,6 +26,12 @@ function log(text, kind = "info") {
   item.append(document.createTextNode(text));
   $("log").prepend(item);
   while ($("log").children.length > 40) $("log").lastChild.remove();
+}
+
+/** Say what happened to the connection, under the status (and in the log). */
+function notice(text, kind = "info") {
+  $("notice").textContent = text;
+  log(text, kind);
 }
 
 function setStatus(state, text) {
@@ -52,9 +66,93 @@ const handler = {
   },
 };
 
-// -- the shared model ------------------------------------------------------------------------
+// -- the connection: the channel and the model's comm, both replaceable ------------------------
 let dragging = false;
-const state = { counter: null, slider: null, version: -1 };
+const state = { counter: null, slider: null, version: -1 }; // the shared model, as last heard
+let channel = null; // the RPC channel; replaced only if it closes for good
+let model = null; // the shared model's comm; replaced after a kernel restart
+let kernelRestarted = false; // the channel closed with 1012 and has not recovered yet
+let retryTimer = null;
+window.demo = {
+  get channel() { return channel; },
+  get model() { return model; },
+  state,
+  handler,
+};
+
+function update() {
+  const sockets = [channel?.comm, model];
+  const states = sockets.map((socket) => socket?.state ?? "connecting");
+  if (states.every((state) => state === "open")) setStatus("open", "live");
+  else if (retryTimer !== null) setStatus("reconnecting", "waiting for the demo…");
+  else if (states.includes("closed")) setStatus("closed", "disconnected");
+  else setStatus("reconnecting", "reconnecting…");
+  document.body.dataset.reconnects = Math.min(...sockets.map((socket) => socket?.reconnects ?? 0));
+}
+
+/** Open the channel, then attach to the model the kernel names. */
+async function connect() {
+  const next = await Channel.open({ ...connectOptions, name: CHANNEL_NAME, handler, timeout: 10000 });
+  channel = next;
+  watchChannel(next);
+  await attachModel();
+}
+
+function watchChannel(watched) {
+  watched.comm.addEventListener("close", ({ code, reconnecting }) => {
+    if (watched !== channel) return;
+    if (code === CloseCode.RESTARTING) {
+      kernelRestarted = true;
+      notice("kernel restarting…", "error");
+    } else {
+      log(`channel socket closed (${code})${reconnecting ? ", reconnecting…" : ""}`, "error");
+    }
+    if (!reconnecting) retryLater();
+    update();
+  });
+  watched.comm.addEventListener("open", ({ reconnected, resumed, reason }) => {
+    if (watched !== channel || !reconnected) return;
+    if (kernelRestarted) recoverFromRestart();
+    else if (resumed) log("channel socket reconnected; session resumed, nothing lost", "info");
+    else log(`channel socket reconnected${reason ? ` (session reset: ${reason})` : ""}`, "info");
+    update();
+  });
+}
+
+/** The channel is back after a kernel restart: the old model's comm died with the kernel. */
+async function recoverFromRestart() {
+  try {
+    await attachModel();
+  } catch (error) {
+    log(`the restarted kernel did not give the model: ${error.message}`, "error");
+    return; // the channel's close (the kernel refused it) or a retry takes over
+  }
+  kernelRestarted = false;
+  notice("kernel restarted; reconnected");
+}
+
+/** Try again from scratch in a while: the channel closed for good (say, a restarted kernel that
+ * does not run the demo yet refused it with 4404). */
+function retryLater() {
+  if (retryTimer !== null) return;
+  notice(kernelRestarted ? "kernel restarted without the demo; waiting for it…" : "disconnected; retrying…", "error");
+  retryTimer = setTimeout(async () => {
+    retryTimer = null;
+    try {
+      await connect();
+    } catch (error) {
+      log(`not yet: ${error.message}`, "error");
+      retryLater();
+      return;
+    }
+    notice(kernelRestarted ? "kernel restarted; reconnected" : "reconnected");
+    kernelRestarted = false;
+    update();
+  }, RETRY_MS);
+  update();
+}
+
+// -- the shared model ------------------------------------------------------------------------
 
 function render(next, by) {
   if (next.version < state.version) return; // an older update overtaken by a newer one
@@ -67,19 +165,34 @@ function render(next, by) {
   if (by) log(`model v${state.version}: counter ${state.counter}, slider ${state.slider}`, "model");
 }
 
-function watchModel(model) {
-  model.addEventListener("message", ({ data }) => data.state && render(data.state, data.by));
-  model.addEventListener("open", ({ reconnected }) => {
-    if (reconnected) log("model socket reconnected", "info");
-    model.send({ op: "sync" }); // the kernel answers this page alone
-  });
-  model.addEventListener("close", ({ code, reconnecting }) => {
-    log(`model socket closed (${code})${reconnecting ? ", reconnecting…" : ""}`, "error");
-  });
-  model.send({ op: "sync" });
+async function attachModel() {
+  const commId = await channel.call("model");
+  const next = await Comm.attach({ ...connectOptions, commId });
+  const previous = model;
+  model = next;
+  if (previous !== null && previous.state !== "closed") previous.close(); // its comm is gone
+  state.version = -1; // a model the kernel made anew counts its versions from 0 again
+  watchModel(next);
+  update();
 }
 
-function send(model, message) {
+function watchModel(watched) {
+  watched.addEventListener("message", ({ data }) => watched === model && data.state && render(data.state, data.by));
+  watched.addEventListener("open", ({ reconnected, resumed }) => {
+    if (watched !== model) return;
+    if (reconnected) log(`model socket reconnected${resumed ? "; session resumed, nothing lost" : ""}`, "info");
+    if (!resumed) watched.send({ op: "sync" }); // the kernel answers this page alone
+    update();
+  });
+  watched.addEventListener("close", ({ code, reconnecting }) => {
+    if (watched !== model) return;
+    log(`model socket closed (${code})${reconnecting ? ", reconnecting…" : ""}`, "error");
+    update();
+  });
+  watched.send({ op: "sync" });
+}
+
+function send(message) {
   try {
     model.send(message);
   } catch (error) {
@@ -94,33 +207,17 @@ async function main() {
     log("open this page with ?kernel=<kernel id>&token=<token> (make demo prints the URL)", "error");
     return;
   }
-  const channel = await Channel.open({ kernelId, token, name: CHANNEL_NAME, handler, timeout: 10000 });
-  const model = await Comm.attach({ kernelId, token, commId: await channel.call("model") });
-  window.demo = { channel, model, state, handler };
-  log(`connected to kernel ${kernelId.slice(0, 8)}…`, "info");
-
-  const sockets = [channel.comm, model];
-  const update = () => {
-    const states = sockets.map((s) => s.state);
-    if (states.every((s) => s === "open")) setStatus("open", "live");
-    else if (states.includes("closed")) setStatus("closed", "disconnected");
-    else setStatus("reconnecting", "reconnecting…");
-    document.body.dataset.reconnects = Math.min(...sockets.map((s) => s.reconnects));
-  };
-  for (const socket of sockets) {
-    socket.addEventListener("open", update);
-    socket.addEventListener("close", update);
-  }
-  watchModel(model);
+  await connect();
+  log(`connected to kernel ${kernelId.slice(0, 8)}…${connectOptions.session ? " (durable sessions)" : ""}`, "info");
   update();
 
-  $("increment").onclick = () => send(model, { op: "increment", by: 1 });
-  $("decrement").onclick = () => send(model, { op: "increment", by: -1 });
-  $("reset").onclick = () => send(model, { op: "reset" });
+  $("increment").onclick = () => send({ op: "increment", by: 1 });
+  $("decrement").onclick = () => send({ op: "increment", by: -1 });
+  $("reset").onclick = () => send({ op: "reset" });
   const slider = $("slider");
   slider.onpointerdown = () => (dragging = true);
   slider.onpointerup = () => (dragging = false);
-  slider.oninput = () => send(model, { op: "slide", value: Number(slider.value) });
+  slider.oninput = () => send({ op: "slide", value: Number(slider.value) });
 
   $("roll").onclick = async () => {
     log("page called roll()", "out");
@@ -146,8 +243,12 @@ async function main() {
   };
   $("announce").onclick = async () => {
     log("page called announce()", "out");
-    const answered = await channel.call("announce", "Hello every tab");
-    $("announce-result").textContent = `${answered} tab${answered === 1 ? "" : "s"} answered the kernel.`;
+    try {
+      const answered = await channel.call("announce", "Hello every tab");
+      $("announce-result").textContent = `${answered} tab${answered === 1 ? "" : "s"} answered the kernel.`;
+    } catch (error) {
+      $("announce-result").textContent = `✗ ${error.message}`;
+    }
   };
 }
 

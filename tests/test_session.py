@@ -1,0 +1,186 @@
+"""The rules of durable sessions, both ends wired together in memory (pure: no server)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jupyter_transports.errors import BadFrame
+from jupyter_transports.framing import OutgoingFrame, pack_binary
+from jupyter_transports.session import (
+    ClientAck,
+    ClientMessage,
+    ClientSession,
+    Hello,
+    Outcome,
+    OutOfOrder,
+    Reason,
+    SessionState,
+    ack,
+    check_session_key,
+    decode_client_frame,
+    envelope,
+    hello,
+)
+
+
+def frames(*seqs: int, size: int = 10) -> list[OutgoingFrame]:
+    return [OutgoingFrame("x" * (size - 2), seq=seq) for seq in seqs]  # "xx…" is size bytes
+
+
+def test_the_window_keeps_what_is_not_acknowledged():
+    state = SessionState(window_bytes=1000)
+    for frame in frames(1, 2, 3, 5):  # 4 went to another client
+        state.sent(frame)
+    state.acknowledged(2)
+    assert [f.seq for f in state.window] == [3, 5]
+    assert state.window_size == 20
+    outcome, missed = state.resume(last=3)
+    assert outcome is Outcome.RESUMED
+    assert [f.seq for f in missed] == [5]
+
+
+def test_a_window_that_overflows_turns_the_next_resume_into_a_reset():
+    state = SessionState(window_bytes=25)
+    for frame in frames(1, 2, 3, 4):  # 40 bytes: the oldest two go
+        state.sent(frame)
+    assert [f.seq for f in state.window] == [3, 4]
+    assert state.window_size == 20
+    outcome, missed = state.resume(last=1)
+    assert (outcome, missed) == (Outcome.RESET, [])
+    assert state.resume(last=4) == (Outcome.RESUMED, [])  # after the reset, live again
+
+
+def test_a_resume_past_what_was_lost_is_not_a_reset():
+    state = SessionState(window_bytes=25)
+    for frame in frames(1, 2, 3, 4):
+        state.sent(frame)
+    outcome, missed = state.resume(last=2)  # the client had what was lost (1, 2)
+    assert outcome is Outcome.RESUMED
+    assert [f.seq for f in missed] == [3, 4]
+
+
+def test_each_client_message_reaches_the_kernel_once_and_gaps_are_refused():
+    state = SessionState(window_bytes=1000)
+    assert [state.received(seq) for seq in (1, 2, 1, 2, 3)] == [True, True, False, False, True]
+    with pytest.raises(OutOfOrder):
+        state.received(5)
+    assert state.handed == 3
+
+
+def test_acknowledgements_come_every_64_messages_and_none_when_nothing_is_new():
+    state = SessionState(window_bytes=1000)
+    for seq in range(1, 64):
+        state.received(seq)
+        assert not state.ack_due()
+    state.received(64)
+    assert state.ack_due()
+    assert state.take_ack() == 64
+    assert state.take_ack() is None
+
+
+def test_client_and_server_agree_across_a_dropped_connection():
+    """Both ends wired together by hand; the 'connection' drops frames in flight both ways."""
+    server, client = SessionState(window_bytes=10_000), ClientSession()
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0)))
+    delivered: list[int] = []
+
+    for n in range(5):  # the client sends 5; the connection carries only the first 3
+        client.number({"n": n}, ())
+    for message in client.unwritten()[:3]:
+        if server.received(message.seq):
+            delivered.append(message.data["n"])
+    client.written = 5  # it believes it wrote all 5
+    for frame in frames(1, 2, 3):  # the kernel sends 3; the client gets the first 1
+        server.sent(frame)
+    received = client.receive(envelope(server.window[0]))
+    assert received is not None and received.seq == 1
+
+    # the connection drops; the client comes back with last=1
+    outcome, missed = server.resume(client.last)
+    client.greeted(Hello.parse(hello(outcome, "c", "comm", server.handed)))
+    for message in client.unwritten():
+        if server.received(message.seq):
+            delivered.append(message.data["n"])
+    for frame in missed:
+        received = client.receive(envelope(frame))
+        assert received is not None
+    assert outcome is Outcome.RESUMED
+    assert delivered == [0, 1, 2, 3, 4]  # each once, in order
+    assert client.last == 3
+    client.receive(ack(server.take_ack() or 0))
+    assert not client.unacked
+
+
+def test_a_reset_for_a_new_session_restarts_the_numbering():
+    client = ClientSession()
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0)))
+    client.number("a", ())
+    client.number("b", ())
+    client.greeted(Hello.parse(hello(Outcome.RESET, "c2", "comm2", 0, Reason.EXPIRED)))
+    assert not client.unacked and client.numbered == 0
+    client.number("c", ())
+    assert [m.seq for m in client.unwritten()] == [1]
+
+
+def test_an_overflow_reset_keeps_the_numbering():
+    client = ClientSession()
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0)))
+    for data in "abc":
+        client.number(data, ())
+    client.greeted(Hello.parse(hello(Outcome.RESET, "c", "comm", 1, Reason.OVERFLOW)))
+    assert [m.seq for m in client.unwritten()] == [2, 3]
+
+
+def test_wire_frames_are_exactly_the_contracts():
+    assert hello(Outcome.NEW, "c1", "m1", 0) == (
+        '{"session":"new","client":"c1","comm_id":"m1","ack":0}'
+    )
+    assert json.loads(hello(Outcome.RESET, "c", "m", 4, Reason.OVERFLOW)) == {
+        "session": "reset",
+        "reason": "overflow",
+        "client": "c",
+        "comm_id": "m",
+        "ack": 4,
+    }
+    assert ack(12) == '{"ack":12}'
+    assert envelope(OutgoingFrame({"a": [1]}, seq=7)) == '{"seq":7,"data":{"a":[1]}}'
+
+
+def test_client_frames_decode_or_are_refused():
+    assert decode_client_frame('{"ack":3}') == ClientAck(3)
+    message = decode_client_frame(pack_binary(b'{"seq":2,"data":null}', [b"xy"]))
+    assert isinstance(message, ClientMessage)
+    assert (message.seq, message.data, [bytes(b) for b in message.buffers]) == (2, None, [b"xy"])
+    for bad in [
+        '{"seq":1}',
+        '{"seq":-1,"data":0}',
+        '{"seq":true,"data":0}',
+        '"x"',
+        "[]",
+        '{"ack":1,"extra":0}',
+        '{"seq":1,"data":0,"x":1}',
+    ]:
+        with pytest.raises(BadFrame):
+            decode_client_frame(bad)
+    with pytest.raises(BadFrame):
+        decode_client_frame(pack_binary(b'{"ack":1}', [b"buffer"]))
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 65, "has space in it!!", "é" * 20])
+def test_session_keys_are_checked(key):
+    with pytest.raises(BadFrame):
+        check_session_key(key)
+
+
+def test_a_hello_that_is_not_one_is_refused():
+    for bad in [
+        None,
+        b"binary",
+        "{}",
+        '{"session":"maybe","client":"c","comm_id":"m","ack":0}',
+        '{"session":"new","client":"c","comm_id":"m","ack":-1}',
+    ]:
+        with pytest.raises(BadFrame):
+            Hello.parse(bad)
