@@ -4,7 +4,8 @@ A  ``DirectPath``    jupyter_client straight to the kernel's ZMQ sockets (no ser
 B  ``ChannelsPath``  jupyter_server's own ``/api/kernels/{id}/channels`` WebSocket, speaking the
                      kernel protocol (comm_open / comm_msg) as a notebook frontend does; "B
                      nodelay" sets TCP_NODELAY on both ends of the socket
-   ``BridgePath``    this extension's ``/api/transports/kernels/{id}/targets/{name}`` WebSocket
+   ``BridgePath``    this extension's ``/api/transports/kernels/{id}/targets/{name}`` WebSocket,
+                     a plain (v1) socket or, as "bridge+session", a durable session (contract v2)
 
 Each opens a comm to an echo target and offers ``send`` / ``recv`` of (data, buffers); the
 measurements in :mod:`benchmarks.run` use nothing else, so the paths are compared like for like.
@@ -132,6 +133,8 @@ class ChannelsPath:
 class ChannelsListener:
     """B for fan-out: a ``/channels`` socket (with TCP_NODELAY) that only listens to one comm."""
 
+    reconnects = 0  # a plain socket is never resumed
+
     def __init__(self, connection: Any, comm_id: str) -> None:
         self.connection = connection
         self.comm_id = comm_id
@@ -186,16 +189,19 @@ async def recv_comm_msg(connection: Any, comm_id: str) -> Echo:
 
 
 class BridgePath:
-    """The bridge: one socket is one comm; frames are the comm's data."""
+    """The bridge: one socket is one comm; frames are the comm's data, or with ``session`` the
+    session's numbered frames and acknowledgements (what a session costs is their difference)."""
 
-    name = "bridge"
-
-    def __init__(self, comm: CommClient) -> None:
+    def __init__(self, comm: CommClient, session: bool) -> None:
         self.comm = comm
+        self.name = "bridge+session" if session else "bridge"
 
     @classmethod
-    async def open(cls, server_url: str, token: str, kernel_id: str, target: str) -> BridgePath:
-        return cls(await CommClient.open(server_url, kernel_id, target, token=token, session=False))
+    async def open(
+        cls, server_url: str, token: str, kernel_id: str, target: str, *, session: bool = False
+    ) -> BridgePath:
+        comm = await CommClient.open(server_url, kernel_id, target, token=token, session=session)
+        return cls(comm, session)
 
     async def send(self, data: Any, buffers: list[bytes] | tuple[bytes, ...] = ()) -> None:
         await self.comm.send(data, buffers)

@@ -5,9 +5,11 @@ interleaved rounds so that the machine's noise hits every path alike:
 
 * small round trip (median), small messages/s with ``WINDOW`` in flight, 1 MiB buffers MB/s,
   for A (jupyter_client direct), B (jupyter_server's ``/channels`` WebSocket, also with
-  TCP_NODELAY on the client socket) and the bridge;
+  TCP_NODELAY on the client socket) and the bridge, on a plain socket and on a durable session;
 * fan-out: one kernel comm, N attached sockets (and N ``/channels`` sockets for B): nothing lost,
-  kernel CPU per message, server CPU per delivery, server RSS per idle socket;
+  kernel CPU per message, server CPU per delivery, server RSS per idle socket; at the sizes in
+  ``FAN_OUT_SESSION``, plain bridge sockets and session sockets in ``FAN_ROUNDS`` interleaved
+  rounds, for what a session costs per delivery;
 * a busy kernel: a bridge round trip while a cell runs ``time.sleep``, on a target served by a
   kernel subshell and on one served by the main shell;
 * RPC: small calls/s from ``rpc_client.Channel`` through the server to a kernel-side ``Channel``
@@ -56,6 +58,9 @@ BIG_WINDOW = 4
 BIG_CPU_KEYS = ("big_server_cpu_ms", "big_kernel_cpu_ms", "big_client_cpu_ms")
 FAN_OUT = {1: 2000, 10: 1000, 100: 500, 1000: 300}  # sockets -> messages in the burst
 FAN_OUT_B = (1, 10, 100)  # B at N=1000 would be 1000 kernel connections of 4 ZMQ sockets each
+FAN_OUT_SESSION = (1, 10, 100)  # sizes at which session sockets are measured beside plain ones
+FAN_ROUNDS = 5  # bursts per path at those sizes, interleaved; figures are medians over them
+SESSION_GOAL = 1.05  # session ÷ plain, for the small round trip and server CPU per delivery
 RSS_MIN_SOCKETS = 100  # fewer sockets than this change RSS less than the allocator's noise
 FAN_PAD = 64  # bytes of padding in each fan-out message
 CONNECT_BATCH = 50  # sockets opened concurrently
@@ -160,6 +165,12 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
             False,
         ),
         ("bridge", lambda: BridgePath.open(url, token, kid, ECHO), ROUND_TRIPS, True),
+        (
+            "bridge+session",
+            lambda: BridgePath.open(url, token, kid, ECHO, session=True),
+            ROUND_TRIPS,
+            True,
+        ),
     ]
     per_path: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
     for r in range(rounds):
@@ -168,7 +179,7 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
                 server, opener, round_trip_count=count, throughput=throughput
             )
             per_path[name].append(figures)
-            print(f"  round {r + 1} {name:12} {_brief(figures)}", file=sys.stderr, flush=True)
+            print(f"  round {r + 1} {name:14} {_brief(figures)}", file=sys.stderr, flush=True)
     summary: dict[str, dict[str, Any]] = {}
     for name, results in per_path.items():
         summary[name] = {
@@ -188,6 +199,10 @@ def _brief(figures: dict[str, Any]) -> str:
 class Listener(Protocol):
     """One socket that receives the fan-out comm's messages."""
 
+    @property
+    def reconnects(self) -> int:
+        """Times its connection dropped and was resumed (only a session's can be)."""
+
     async def recv(self) -> Any:
         """The data of the comm's next message."""
 
@@ -195,18 +210,19 @@ class Listener(Protocol):
 
 
 class BridgeListener:
-    """A bridge socket attached to the fan-out comm."""
+    """A bridge socket attached to the fan-out comm: plain, or a durable session whose client
+    acknowledges as it receives (every ``ACK_EVERY`` messages or ``ACK_DELAY`` seconds)."""
 
     def __init__(self, client: CommClient) -> None:
         self.client = client
 
     @classmethod
-    async def open(cls, server: Server, comm_id: str) -> BridgeListener:
+    async def open(cls, server: Server, comm_id: str, *, session: bool = False) -> BridgeListener:
         for attempt in range(CONNECT_TRIES):
             try:
                 return cls(
                     await CommClient.attach(
-                        server.url, server.kernel_id, comm_id, token=server.token, session=False
+                        server.url, server.kernel_id, comm_id, token=server.token, session=session
                     )
                 )
             except Refused as e:
@@ -214,11 +230,19 @@ class BridgeListener:
                     raise
         raise AssertionError("unreachable")
 
+    @property
+    def reconnects(self) -> int:
+        return self.client.reconnects
+
     async def recv(self) -> Any:
         return (await self.client.recv()).data
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def session_listener(server: Server, comm_id: str) -> BridgeListener:
+    return await BridgeListener.open(server, comm_id, session=True)
 
 
 async def b_listener(server: Server, comm_id: str) -> ChannelsListener:
@@ -228,8 +252,11 @@ async def b_listener(server: Server, comm_id: str) -> ChannelsListener:
 ListenerOpener = Callable[[Server, str], Awaitable[Listener]]
 FAN_PATHS: dict[str, tuple[ListenerOpener, tuple[int, ...]]] = {
     "bridge": (BridgeListener.open, tuple(FAN_OUT)),
+    "bridge+session": (session_listener, FAN_OUT_SESSION),
     "B nodelay": (b_listener, FAN_OUT_B),
 }
+FAN_COMPARED = ("bridge", "bridge+session")  # interleaved over FAN_ROUNDS where both are measured
+FAN_FIRST_ROUND = ("server_rss_mib", "rss_kib_per_idle_socket")  # later rounds reuse its memory
 
 
 async def _open_many(
@@ -255,49 +282,111 @@ async def _count(listener: Listener, count: int) -> int:
     return in_order
 
 
+async def burst(server: Server, path: str, comm_id: str, n: int) -> dict[str, Any]:
+    """N sockets of ``path`` listening to the fan-out comm, one burst sent once by the kernel."""
+    opener, _ = FAN_PATHS[path]
+    count = FAN_OUT[n]
+    rss_before = server.server_rss()
+    listeners = await _open_many(server, opener, comm_id, n)
+    await asyncio.sleep(0.5)  # let the server settle before reading its memory
+    rss_after = server.server_rss()
+    server_cpu, kernel_cpu = server.server_cpu(), server.kernel_cpu()
+    begin = time.perf_counter()
+    msg_id = server.send_execute(f"burst({count}, {FAN_PAD})")
+    received = await asyncio.wait_for(
+        asyncio.gather(*(_count(listener, count) for listener in listeners)),
+        STEP_TIMEOUT,
+    )
+    await server.wait_execute(msg_id)
+    seconds = time.perf_counter() - begin
+    server_cpu = server.server_cpu() - server_cpu
+    kernel_cpu = server.kernel_cpu() - kernel_cpu
+    deliveries = n * count
+    result = {
+        "path": path,
+        "sockets": n,
+        "messages": count,
+        "delivered_in_order": sum(received),
+        "lost": deliveries - sum(received),
+        "reconnects": sum(listener.reconnects for listener in listeners),
+        "seconds": seconds,
+        "deliveries_per_s": deliveries / seconds,
+        "kernel_us_per_msg": kernel_cpu / count * 1e6,
+        "server_us_per_delivery": server_cpu / deliveries * 1e6,
+        "server_rss_mib": rss_after / MiB,
+        "rss_kib_per_idle_socket": (rss_after - rss_before) / n / 1024,
+    }
+    await asyncio.wait_for(
+        asyncio.gather(*(listener.close() for listener in listeners)), STEP_TIMEOUT
+    )
+    return result
+
+
+def _fan_median(bursts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One (path, N)'s bursts as one figure: medians, losses summed, memory from the first
+    burst (the server's allocator keeps what it freed, so later bursts would show none)."""
+    first = bursts[0]
+    if len(bursts) == 1:
+        return {**first, "bursts": 1}
+    summary = {
+        key: statistics.median(b[key] for b in bursts) if isinstance(value, float) else value
+        for key, value in first.items()
+    }
+    summary.update({key: first[key] for key in FAN_FIRST_ROUND})
+    for key in ("delivered_in_order", "lost", "reconnects"):
+        summary[key] = sum(b[key] for b in bursts)
+    summary["bursts"] = len(bursts)
+    summary["rounds"] = bursts
+    return summary
+
+
 async def fan_out(server: Server) -> list[dict[str, Any]]:
     """One kernel comm, N sockets listening to it, a burst of messages sent once by the kernel;
-    through the bridge and through B."""
+    through the bridge (plain sockets, and session sockets in rounds interleaved with plain ones,
+    so that their ratio is not the machine's noise) and through B."""
     comm_id = await server.evaluate("fan.comm_id")
-    results = []
-    for path, (opener, sizes) in FAN_PATHS.items():
-        for n in sizes:
-            count = FAN_OUT[n]
-            rss_before = server.server_rss()
-            listeners = await _open_many(server, opener, comm_id, n)
-            await asyncio.sleep(0.5)  # let the server settle before reading its memory
-            rss_after = server.server_rss()
-            server_cpu, kernel_cpu = server.server_cpu(), server.kernel_cpu()
-            begin = time.perf_counter()
-            msg_id = server.send_execute(f"burst({count}, {FAN_PAD})")
-            received = await asyncio.wait_for(
-                asyncio.gather(*(_count(listener, count) for listener in listeners)),
-                STEP_TIMEOUT,
-            )
-            await server.wait_execute(msg_id)
-            seconds = time.perf_counter() - begin
-            server_cpu = server.server_cpu() - server_cpu
-            kernel_cpu = server.kernel_cpu() - kernel_cpu
-            deliveries = n * count
-            result = {
-                "path": path,
-                "sockets": n,
-                "messages": count,
-                "delivered_in_order": sum(received),
-                "lost": deliveries - sum(received),
-                "seconds": seconds,
-                "deliveries_per_s": deliveries / seconds,
-                "kernel_us_per_msg": kernel_cpu / count * 1e6,
-                "server_us_per_delivery": server_cpu / deliveries * 1e6,
-                "server_rss_mib": rss_after / MiB,
-                "rss_kib_per_idle_socket": (rss_after - rss_before) / n / 1024,
-            }
-            results.append(result)
-            print(f"  fan-out {path} N={n:<5} {_brief(result)}", file=sys.stderr, flush=True)
-            await asyncio.wait_for(
-                asyncio.gather(*(listener.close() for listener in listeners)), STEP_TIMEOUT
-            )
-    return results
+    steps: list[tuple[tuple[str, ...], int]] = [(FAN_COMPARED, n) for n in FAN_OUT_SESSION]
+    steps += [((path,), n) for path, (_, sizes) in FAN_PATHS.items() for n in sizes]
+    measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for paths, n in steps:
+        if all((path, n) in measured for path in paths):
+            continue
+        rounds = FAN_ROUNDS if len(paths) > 1 else 1
+        for r in range(rounds):
+            for path in paths if r % 2 == 0 else paths[::-1]:  # neither always goes first
+                result = await burst(server, path, comm_id, n)
+                measured.setdefault((path, n), []).append(result)
+                label = f"round {r + 1} " if rounds > 1 else ""
+                print(
+                    f"  fan-out {label}{path} N={n:<5} {_brief(result)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    order = list(FAN_PATHS)
+    keys = sorted(measured, key=lambda key: (order.index(key[0]), key[1]))
+    return [_fan_median(measured[key]) for key in keys]
+
+
+def session_cost(results: dict[str, Any]) -> dict[str, Any]:
+    """Session ÷ plain bridge socket, measured in the same rounds: the small round trip (and the
+    echo's other figures) and the server's CPU per fan-out delivery at each N."""
+    cost: dict[str, Any] = {"goal": SESSION_GOAL}
+    echo = results.get("echo", {})
+    if "bridge" in echo and "bridge+session" in echo:
+        plain, session = echo["bridge"], echo["bridge+session"]
+        cost["echo"] = {
+            key: session[key] / plain[key]
+            for key in plain
+            if key in session and isinstance(plain[key], float)
+        }
+    plain_fan = {f["sockets"]: f for f in results["fan_out"] if f["path"] == "bridge"}
+    cost["fan_out_server_per_delivery"] = {
+        str(f["sockets"]): f["server_us_per_delivery"]
+        / plain_fan[f["sockets"]]["server_us_per_delivery"]
+        for f in results["fan_out"]
+        if f["path"] == "bridge+session"
+    }
+    return cost
 
 
 # -- busy kernel -------------------------------------------------------------------------------------
@@ -396,38 +485,47 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """Markdown tables of the figures and their ratios to A."""
+    """Markdown tables of the figures, their ratios to A, and what a session costs."""
     echo = results["echo"]
     a, bridge = echo["A direct"], echo["bridge"]
+    cost = results.get("session_cost", {})
+    session_echo = cost.get("echo", {})
+    session_fan = cost.get("fan_out_server_per_delivery", {})
     names = list(echo)
     lines = [
-        "| figure | " + " | ".join(names) + " | bridge ÷ A | goal |",
-        "|---|" + "---|" * (len(names) + 2),
+        "| figure | " + " | ".join(names) + " | bridge ÷ A | goal | session ÷ plain | goal |",
+        "|---|" + "---|" * (len(names) + 4),
     ]
+    session_goal = f"≤ {SESSION_GOAL}"
     rows = [
-        ("small round trip, median (ms)", "rt_ms", 2, "≤ 1.2"),
-        (f"small msg/s, {WINDOW} in flight", "msg_per_s", 0, "≥ 1.0"),
-        ("1 MiB buffers, MB/s", "big_mb_per_s", 0, "≥ 0.8"),
-        ("… CPU per 1 MiB echo: server (ms)", "big_server_cpu_ms", 2, ""),
-        ("… kernel (ms)", "big_kernel_cpu_ms", 2, ""),
-        ("… benchmark client (ms)", "big_client_cpu_ms", 2, ""),
+        ("small round trip, median (ms)", "rt_ms", 2, "≤ 1.2", session_goal),
+        (f"small msg/s, {WINDOW} in flight", "msg_per_s", 0, "≥ 1.0", ""),
+        ("1 MiB buffers, MB/s", "big_mb_per_s", 0, "≥ 0.8", ""),
+        ("… CPU per 1 MiB echo: server (ms)", "big_server_cpu_ms", 2, "", ""),
+        ("… kernel (ms)", "big_kernel_cpu_ms", 2, "", ""),
+        ("… benchmark client (ms)", "big_client_cpu_ms", 2, "", ""),
     ]
-    for label, key, digits, goal in rows:
+    for label, key, digits, goal, goal_session in rows:
         cells = [_fmt(echo[n].get(key), digits) for n in names]
         ratio = bridge[key] / a[key] if key in bridge and key in a else None
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(ratio, 2)} | {goal} |")
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {_fmt(ratio, 2)} | {goal} "
+            f"| {_fmt(session_echo.get(key), 2)} | {goal_session} |"
+        )
     lines += [
         "",
         "| fan-out | sockets N | messages | lost | deliveries/s | kernel CPU µs/msg | "
-        "server CPU µs/delivery (goal ≤ 20) | server RSS MiB | RSS KiB per idle socket |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "server CPU µs/delivery (goal ≤ 20) | … session ÷ plain (goal "
+        f"{session_goal}) | server RSS MiB | RSS KiB per idle socket |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in results["fan_out"]:
+        ratio = session_fan.get(str(f["sockets"])) if f["path"] == "bridge+session" else None
         lines.append(
-            f"| {f['path']} | {f['sockets']} | {f['messages']} | {f['lost']} | "
+            f"| {f['path']} | {f['sockets']} | {f['messages']} | {_lost(f)} | "
             f"{_fmt(f['deliveries_per_s'], 0)} | "
             f"{_fmt(f['kernel_us_per_msg'])} | {_fmt(f['server_us_per_delivery'])} | "
-            f"{_fmt(f['server_rss_mib'])} | "
+            f"{_fmt(ratio, 2)} | {_fmt(f['server_rss_mib'])} | "
             f"{_fmt(f['rss_kib_per_idle_socket'] if f['sockets'] >= RSS_MIN_SOCKETS else None)} |"
         )
     busy = results["busy"]
@@ -443,6 +541,12 @@ def table(results: dict[str, Any]) -> str:
     if "rpc" in results:
         lines += ["", rpc_table(results["rpc"])]
     return "\n".join(lines)
+
+
+def _lost(fan: dict[str, Any]) -> str:
+    """Messages lost, and how often a session's connection dropped and resumed meanwhile."""
+    lost = f"{fan['lost']}"
+    return f"{lost} ({fan['reconnects']} resumed)" if fan.get("reconnects") else lost
 
 
 def rpc_table(rpc: dict[str, Any]) -> str:
@@ -473,7 +577,13 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         "kernel. Fan-out: a comm opened by the kernel, N sockets attached (for B, N `/channels` "
         "sockets with TCP_NODELAY, each of which gets all of the kernel's iopub), one burst sent "
         "once by the kernel; CPU is the run time of all the server's and the kernel's threads "
-        "over the burst (Linux schedstat). The server runs with jupyter_server's "
+        "over the burst (Linux schedstat). "
+        '"bridge+session" is the bridge on a durable session (contract v2: numbered frames, which '
+        "the client, the project's `CommClient`, acknowledges every 64 messages or 100 ms), "
+        'measured in the same rounds as the plain "bridge"; "session ÷ plain" is their ratio. In '
+        f"fan-out, at N = {', '.join(map(str, FAN_OUT_SESSION))} plain and session sockets take "
+        f"turns over {FAN_ROUNDS} bursts each (medians; lost: over all bursts; memory: from the "
+        "first). The server runs with jupyter_server's "
         "`buffer_offline_messages` off (see above). "
         "The CPU rows under the 1 MiB figure split each echo's CPU between the server, the kernel "
         "and the benchmark's client: on 2 cores the three processes share the machine, so their "
@@ -507,6 +617,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             if not args.skip_echo:
                 results["echo"] = await echo_rounds(server, args.rounds)
             results["fan_out"] = await fan_out(server)
+            results["session_cost"] = session_cost(results)
             results["busy"] = await busy_kernel(server)
         results["rpc"] = await rpc_throughput(server)
     finally:

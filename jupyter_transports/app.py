@@ -32,7 +32,9 @@ class TransportsExtension(ExtensionApp):
         config=True,
         help="""Most unsent data a socket may hold in the server, in bytes. A client that falls
         further behind is closed with 1013, so one slow client cannot exhaust the server's
-        memory.""",
+        memory; unless what backs up answers its own messages, still being handled by the
+        kernel: then the server stops reading it until it has caught up, and closes it only past
+        this plus max_message_bytes.""",
     )
     kernel_timeout = Float(
         30.0,

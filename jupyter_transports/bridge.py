@@ -90,6 +90,8 @@ class KernelBridge:
         self.subshell_targets = frozenset(subshell_targets)
         self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
         self._idle: dict[str, asyncio.Future[None]] = {}
+        self._handling: dict[str, str] = {}  # a client message's id -> its client, until handled
+        self._in_flight: dict[str, int] = {}  # per client: its messages not yet handled
         self._reader: asyncio.Task[None] | None = None  # of iopub
 
     async def start(self) -> None:
@@ -159,9 +161,16 @@ class KernelBridge:
 
         ``size`` is the bytes of the client's frame, for the traffic counters.
         """
-        if self.perform(self.router.send(client_id, data, buffers)):
+        for msg_id in self.perform(self.router.send(client_id, data, buffers)):
             self.stats.messages_to_kernel += 1
             self.stats.bytes_to_kernel += size
+            self._handling[msg_id] = client_id
+            self._in_flight[client_id] = self._in_flight.get(client_id, 0) + 1
+
+    def in_flight(self, client_id: str) -> int:
+        """How many of a client's messages the kernel has not finished handling: while it has
+        some, what the kernel sends may be its answers, which the client caused."""
+        return self._in_flight.get(client_id, 0)
 
     def post(self, client: Subscriber, sink: Sink, data: Any, *, count: int, size: int = 0) -> str:
         """Send one message for a client not attached to the comm (a REST call); its id.
@@ -235,13 +244,26 @@ class KernelBridge:
                 self.perform(self.router.from_kernel(KernelCommMessage.from_jupyter(msg)))
             elif msg_type == STATUS:
                 if msg["content"].get("execution_state") == IDLE:
-                    idle = self._idle.get(msg["parent_header"].get("msg_id"))
-                    if idle is not None and not idle.done():
-                        idle.set_result(None)
+                    self._handled(msg["parent_header"].get("msg_id"))
             elif msg_type == SHUTDOWN_REPLY:
                 restart = msg["content"].get("restart")
                 self.kernel_gone(*_restart_or_shutdown(restart))
                 return
+
+    def _handled(self, msg_id: str | None) -> None:
+        """The kernel has handled the message ``msg_id`` (its iopub ``status: idle``)."""
+        if msg_id is None:
+            return
+        idle = self._idle.get(msg_id)
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+        client_id = self._handling.pop(msg_id, None)
+        if client_id is not None:
+            left = self._in_flight[client_id] - 1
+            if left:
+                self._in_flight[client_id] = left
+            else:
+                del self._in_flight[client_id]
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self.closed:

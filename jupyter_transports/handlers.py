@@ -160,6 +160,7 @@ class EventsHandler(TransportsAPIHandler):
     ended: asyncio.Event
     client: Subscriber
     writer: BoundedWriter
+    history: EventHistory
     bridge_in_use: KernelBridge | None = None
 
     @web.authenticated
@@ -176,12 +177,12 @@ class EventsHandler(TransportsAPIHandler):
                 self.request.connection.stream,  # type: ignore[union-attr]
                 self.extensionapp.client_buffer_bytes,  # type: ignore[attr-defined]
             )
-            history = self.sessions.history(kernel_id, comm_id, bridge)
+            self.history = history = self.sessions.history(kernel_id, comm_id, bridge)
             history.stream_started()
             bridge.attach(self.client, self)
             self.bridge_in_use = bridge
             try:
-                self.begin(history, bridge.router.comms[comm_id].seq)
+                self.begin(bridge.router.comms[comm_id].seq)
                 await self.keep_alive()
             finally:
                 self.bridge_in_use = None
@@ -191,27 +192,22 @@ class EventsHandler(TransportsAPIHandler):
         if not self.writer.stream.closed():
             self.finish(set_content_type=sse.CONTENT_TYPE)
 
-    def begin(self, history: EventHistory, seq: int) -> None:
+    def begin(self, seq: int) -> None:
         """The open event, then what a reconnecting stream missed (or a reset), in one go: the
         live stream follows with no gap and no repeat. ``seq``: the comm's last so far."""
         opened = dumps({"comm_id": self.client.comm_id})
         last_id = self.request.headers.get(sse.LAST_EVENT_ID)
+        now = self.history.event_id(seq)
         if last_id is None:
-            self.send(sse.event(opened, sse.OPEN, seq))
+            self.send(sse.event(opened, sse.OPEN, now))
             return
         self.send(sse.event(opened, sse.OPEN))  # the client's Last-Event-ID stays as it was
-        last = int(last_id) if last_id.isascii() and last_id.isdigit() else None
-        if last is None or last > seq:
-            reason = Reason.UNKNOWN  # not an id this comm gave
-        elif last < history.since:
-            reason = Reason.EXPIRED  # from before what the history holds
-        elif (missed := history.missed(last)) is None:
-            reason = Reason.OVERFLOW
-        else:
-            for frame in missed:
-                self.deliver(frame)
+        missed = self.history.missed(last_id, seq)
+        if isinstance(missed, Reason):
+            self.send(sse.event(dumps({"reason": missed.value}), sse.RESET, now))
             return
-        self.send(sse.event(dumps({"reason": reason.value}), sse.RESET, seq))
+        for frame in missed:
+            self.deliver(frame)
 
     async def keep_alive(self) -> None:
         """Comment lines while the stream is quiet, so proxies hold it open, until it ends."""
@@ -240,7 +236,7 @@ class EventsHandler(TransportsAPIHandler):
     # -- the bridge's sink ---------------------------------------------------------------------
 
     def deliver(self, frame: OutgoingFrame) -> None:
-        self.send(sse.event(frame.json_text, event_id=frame.seq))
+        self.send(sse.event(frame.json_text, event_id=self.history.event_id(frame.seq)))
 
     def close(self, code: CloseCode, reason: str) -> None:
         self.send(sse.event(dumps({"code": int(code), "reason": reason}), sse.CLOSE))

@@ -101,12 +101,20 @@ class ResumableSocket:
             self.socket.start_closing()  # release the dropped one
         self.socket = socket
         self.session.greeted(hello)
-        await self._write_unacked()
         if hello.outcome is Outcome.RESET and hello.reason is not None and self.on_reset:
-            self.on_reset(hello.reason.value)
+            self.on_reset(hello.reason.value)  # before writing, which a new drop may cut short
+        await self._write_unacked()
 
     async def _read(self) -> None:
-        """Receive until the comm ends, reconnecting whenever the connection drops."""
+        """Receive until the comm ends; whatever ends it reaches :meth:`recv`."""
+        try:
+            await self._receive_all()
+        except Exception as e:  # a frame not of the contract, a failing on_reset, ...
+            self.start_closing(CloseCode.PROTOCOL_ERROR)
+            self._end(CommClosed(None, f"the session failed: {e!r}"))
+
+    async def _receive_all(self) -> None:
+        """Receive, reconnecting whenever the connection drops, until the comm ends."""
         while True:
             assert self.socket is not None
             frame = await self.socket.connection.read_message()

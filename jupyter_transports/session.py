@@ -175,10 +175,11 @@ class ClientSession:
         self.hello: Hello | None = None  # of the current connection
 
     def greeted(self, hello: Hello) -> None:
-        """A connection began with ``hello``: a new session forgets what it had numbered."""
+        """A connection began with ``hello``: a new session forgets every number of the old one
+        (its comm, if new, numbers from 1 again)."""
         self.hello = hello
         if hello.outcome is Outcome.RESET and hello.reason is not Reason.OVERFLOW:
-            self.numbered = 0
+            self.numbered = self.last = self.received = 0
             self.unacked.clear()
         self.acknowledged(hello.ack)
         self.written = hello.ack

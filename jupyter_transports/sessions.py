@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -206,6 +207,7 @@ class EventHistory:
         self.subscriber = subscriber
         self.bridge = bridge
         self.since = since  # the comm's last seq before the history began
+        self.epoch = secrets.token_hex(4)
         self.state = SessionState(store.window_bytes)
         self.streams = 0
         self.ended = False
@@ -217,10 +219,24 @@ class EventHistory:
     def close(self, code: CloseCode, reason: str) -> None:
         self.end()
 
-    def missed(self, last: int) -> list[OutgoingFrame] | None:
-        """What came after the event ``last``, or None if the history cannot say (it is kept
-        for every stream: nothing is acknowledged)."""
-        return None if last < self.since else self.state.after(last)
+    def event_id(self, seq: int) -> str:
+        """The SSE id of the comm's message ``seq``: this history's epoch and the seq, so an id
+        from an earlier history (whose numbers a new bridge reuses) is never taken for ours."""
+        return f"{self.epoch}-{seq}"
+
+    def missed(self, last_event_id: str, now: int) -> list[OutgoingFrame] | Reason:
+        """What came after the event ``last_event_id`` (``now``: the comm's last seq), or why
+        the history cannot say. Nothing is acknowledged: the history serves every stream."""
+        epoch, _, number = last_event_id.partition("-")
+        if not (number.isascii() and number.isdigit()):
+            return Reason.UNKNOWN  # not an id this server gives
+        last = int(number)
+        if epoch != self.epoch or last < self.since:
+            return Reason.EXPIRED  # from before what the history holds
+        if last > now:
+            return Reason.UNKNOWN  # not an id this comm gave
+        missed = self.state.after(last)
+        return Reason.OVERFLOW if missed is None else missed
 
     def stream_started(self) -> None:
         self.streams += 1

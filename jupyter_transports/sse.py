@@ -19,7 +19,7 @@ KEEPALIVE = b": keep-alive\n\n"
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what SSE clients split lines on
 
 
-def event(data: str, name: str | None = None, event_id: int | None = None) -> bytes:
+def event(data: str, name: str | None = None, event_id: str | None = None) -> bytes:
     """One event carrying ``data`` (the client's ``message`` event unless ``name`` is given)."""
     lines = [f"event: {name}"] if name else []
     if event_id is not None:

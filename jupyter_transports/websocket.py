@@ -7,9 +7,11 @@ socket with ``?session=`` carries a durable session (:mod:`.sessions`), which is
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -19,6 +21,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.ioloop import IOLoop
+from tornado.log import app_log, gen_log
 from tornado.websocket import WebSocketHandler
 
 from .bridge import KernelBridge, Sink
@@ -39,11 +42,33 @@ FRAMES_PARAM = "frames"
 SESSION_PARAM = "session_key"  # with "key" in its name, jupyter_server scrubs it from logs
 LAST_PARAM = "last"
 UNSEEN_PARAMS = frozenset({TOKEN_PARAM, SESSION_PARAM, LAST_PARAM})  # by the kernel
+SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:token|key)[^=&#]*=)[^&#]*")  # as jupyter_server's log
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
+
+
+def scrub_secrets(uri: str) -> str:
+    """``uri`` with the values of its secret parameters replaced."""
+    return SECRET_PARAM.sub(r"\1[secret]", uri)
 
 
 class TransportsHandlerMixin(ExtensionHandlerMixin):
     """What every handler of the extension reads from the app."""
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """As tornado logs a request's faults, but with its URI's secrets (the token, a session
+        key) scrubbed, as jupyter_server's access log scrubs them."""
+        request = self.request  # type: ignore[attr-defined]
+        summary = f"{request.method} {scrub_secrets(request.uri)} ({request.remote_ip})"
+        if isinstance(value, web.HTTPError):
+            if message := value.get_message():
+                gen_log.warning("%d %s: %s", value.status_code, summary, message)
+        else:
+            app_log.error("Uncaught exception %s", summary, exc_info=(typ, value, tb))  # type: ignore[arg-type]
 
     @property
     def bridges(self) -> BridgeManager:
@@ -103,8 +128,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     session_key: str | None = None  # the ?session_key= parameter: this socket carries that session
     last = 0  # the ?last= parameter: the last seq its client received
     session: Session | None = None  # set in open
+    resuming: Session | None = None  # the live session the handshake names, if any
     closed_by_server = False
-    linger_on_close = False  # the session waits for its client after this socket closes
 
     def set_default_headers(self) -> None:
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
@@ -117,8 +142,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         return self.settings.get("websocket_compression_options")
 
     def parse_common(self, kernel_id: str) -> None:
-        """Checks and parameters shared by both endpoints, before any upgrade."""
-        self.check_kernel(kernel_id)
+        """Checks and parameters shared by both endpoints, before any upgrade. A live session
+        resumes even if its kernel is gone: it is told how, after what was waiting for it."""
         frames = self.get_query_argument(FRAMES_PARAM, FrameMode.JSON.value)
         try:
             self.mode = FrameMode(frames)
@@ -128,6 +153,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.session_key = self.get_query_argument(SESSION_PARAM, None)
         if self.session_key is not None:
             self.parse_session()
+        if self.resuming is None:
+            self.check_kernel(kernel_id)
 
     def parse_session(self) -> None:
         """The session parameters; 403 if the session is someone else's."""
@@ -145,6 +172,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         session = self.sessions.find(self.kernel_id, self.session_key)
         if session is not None and not session.owner.may_resume(self.owner()):
             raise web.HTTPError(403, "this session belongs to another user")
+        self.resuming = session
 
     def owner(self) -> Owner:
         by_token = self.identity_provider.is_token_authenticated(self)
@@ -159,7 +187,11 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         """Hold the kernel's bridge for the socket's lifetime, ``check``, accept the WebSocket."""
         try:
             with self.http_errors():
-                self.bridge = await self.bridges.acquire(kernel_id)
+                if self.resuming is not None:
+                    self.bridge = self.resuming.bridge
+                    self.bridges.hold(self.bridge)
+                else:
+                    self.bridge = await self.bridges.acquire(kernel_id)
                 if check is not None:
                     await check(self.bridge)
                 await WebSocketHandler.get(self, kernel_id, *args)
@@ -175,11 +207,14 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.raw_frames = self.get_compression_options() is None
         connection = self.ws_connection
         assert connection is not None and connection.stream is not None
+        limit: int = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
         self.writer = FrameWriter(
             connection.stream,
-            self.extensionapp.client_buffer_bytes,  # type: ignore[attr-defined]
+            limit,
             self.drop_slow_client,
             connection.is_closing,
+            caused=self.awaits_answers,
+            paced_limit=limit + self.max_message_size,
         )
         self.set_nodelay(True)
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
@@ -203,26 +238,36 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             )
             subscribe(self.client, self.session)
             self.session.begin(self, reason)
-        except TransportsError as e:
+        except Exception as e:
             if self.session is not None and self.session.connection is None:
                 self.session.end(Reason.CLOSED)  # it never began
             if isinstance(e, CommNotFound):
                 self.close(e.close_code, "the comm no longer exists")
-            else:
+            elif isinstance(e, TransportsError):
                 self.close(e.close_code, str(e))
+            else:
+                self.log.error("Client %s could not subscribe", self.client.id, exc_info=e)
+                self.close(CloseCode.BRIDGE_FAILED, "the bridge failed")
 
-    def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
         if self.bridge is None:
-            return  # closed by the server; frames the client sent meanwhile go nowhere
+            return None  # closed by the server; frames the client sent meanwhile go nowhere
         try:
             if self.session is not None:
                 self.session_message(self.session, message)
-                return
-            data, buffers = decode_frame(message, self.mode)
-            self.bridge.send(self.client.id, data, buffers, utf8_size(message))
+            else:
+                data, buffers = decode_frame(message, self.mode)
+                self.bridge.send(self.client.id, data, buffers, utf8_size(message))
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
             self.close(e.close_code, str(e))
+        # while the answers it caused back up, read nothing more from the client (tornado
+        # awaits this before its next frame)
+        return self.writer.draining if self.writer is not None else None
+
+    def awaits_answers(self) -> bool:
+        """Whether the kernel is still handling messages of this client."""
+        return self.bridge is not None and self.bridge.in_flight(self.client.id) > 0
 
     def session_message(self, session: Session, message: str | bytes) -> None:
         """One frame of a session's client: an acknowledgement, or a numbered comm message
@@ -240,9 +285,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     def on_close(self) -> None:
         self.log.debug("Client %s of comm %s closed", self.client.id, self.client.comm_id)
         if self.session is not None:
-            dropped = self.close_code is None and not self.closed_by_server
-            if dropped or self.linger_on_close:
-                self.session.disconnected(self)
+            if self.close_code is None and not self.closed_by_server:
+                self.session.disconnected(self)  # no close frame (or one without a code)
             else:
                 self.session.finished(self)
         self.release()
@@ -271,8 +315,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             return
         message = frame.for_mode(self.mode)
         binary = isinstance(message, bytes)
-        if not writer.write(len(message), lambda: self.write_message(message, binary=binary)):
-            self.drop_slow_client()
+        writer.write_or_pace(len(message), lambda: self.write_message(message, binary=binary))
 
     def drop_slow_client(self) -> None:
         """Close with 1013 and let go of what was queued; the bridge forgets the client next."""
@@ -280,15 +323,16 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if self.bridge is not None:
             self.bridge.count_drop()
         if self.session is not None:
-            self.linger_on_close = True  # its client may resume from the window
+            self.session.disconnected(self)  # its client may resume from the window
         else:  # not from inside the bridge's delivery loop, which called us: on the next turn
             IOLoop.current().add_callback(self.release)
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         self.closed_by_server = True
-        if code is None:  # a keep-alive that timed out: the network, not the client, failed
-            self.linger_on_close = True
+        if code is None and self.session is not None:
+            # a keep-alive that timed out: the network, not the client, failed
+            self.session.disconnected(self)
         if self.writer is not None:  # what was delivered before goes out before the close frame
             self.writer.close()
         if reason is not None:
@@ -341,12 +385,14 @@ class AttachHandler(CommSocketHandler):
             self.authorizer.is_authorized(self, self.current_user, EXECUTE, AUTH_RESOURCE)
         )
         self.client = self.new_client(comm_id, can_send=can_send)
+        if self.resuming is not None and self.resuming.subscriber.can_send and not can_send:
+            raise web.HTTPError(403, "this session sends; this user may no longer send")
         await self.upgrade(kernel_id, comm_id, check=self.check_comm)
 
     async def check_comm(self, bridge: KernelBridge) -> None:
         """404 for a comm the kernel does not have, unless a live session resumes: it is told
         how its comm ended (after what was waiting for it), whenever that was."""
-        if self.session_key is None or self.sessions.find(self.kernel_id, self.session_key) is None:
+        if self.resuming is None:
             await bridge.require_comm(self.client.comm_id)
 
     def open(self, *args: str, **kwargs: str) -> None:

@@ -8,6 +8,12 @@ the limit still goes out.
 :class:`FrameWriter` adds what WebSockets need: the first frame of a burst of kernel messages
 goes out at once (no added latency), and the rest of the same burst (routed before the event
 loop next runs) leaves together in one write, one syscall per socket rather than per message.
+And it tells a client that falls behind on messages it caused from one that falls behind on
+messages it did not: while the client's own messages are still being handled by the kernel
+(``caused()``), what backs up may be their answers, so its writes may go on up to
+``paced_limit`` and :attr:`FrameWriter.draining` asks the socket to stop reading the client
+until they are out (it sends faster than it reads: TCP backpressure paces it); past the limit,
+or without ``caused()``, the client is too slow.
 
 Frames from the server are unmasked (section 5.1) and, without per-message compression, the
 same bytes for every socket: :func:`wire_pieces` builds a kernel message's frame, header
@@ -20,8 +26,10 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
 
+from tornado.concurrent import Future
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.util import _websocket_mask  # C (tornado.speedups) where built
@@ -139,11 +147,11 @@ class BoundedWriter:
         self.limit = limit
         self._unbounded = stream.max_write_buffer_size  # the stream's own limit, for unbound()
 
-    def write(self, size: int, write: Callable[[], object]) -> bool:
-        """Call ``write``, which writes ``size`` bytes first; False if the client is too far
-        behind (nothing of it was written). A closed stream is not an error: its close is
-        handled where it is noticed."""
-        self.stream.max_write_buffer_size = self.limit + size
+    def write(self, size: int, write: Callable[[], object], limit: int | None = None) -> bool:
+        """Call ``write``, which writes ``size`` bytes first; False if the client is more than
+        ``limit`` (default: the writer's) behind (nothing of it was written). A closed stream is
+        not an error: its close is handled where it is noticed."""
+        self.stream.max_write_buffer_size = (limit or self.limit) + size
         try:
             write()
         except StreamBufferFullError:
@@ -153,9 +161,9 @@ class BoundedWriter:
             pass
         return True
 
-    def write_pieces(self, pieces: Pieces) -> bool:
+    def write_pieces(self, pieces: Pieces, limit: int | None = None) -> bool:
         """Write one frame's pieces; only the first one is bounded (a frame is never cut)."""
-        return self.write(len(pieces[0]), lambda: self._write_all(pieces))
+        return self.write(len(pieces[0]), lambda: self._write_all(pieces), limit)
 
     def _write_all(self, pieces: Pieces) -> None:
         stream = self.stream
@@ -183,11 +191,17 @@ class FrameWriter(BoundedWriter):
         limit: int,
         too_slow: Callable[[], None],
         closing: Callable[[], bool],
+        *,
+        caused: Callable[[], bool] = lambda: False,
+        paced_limit: int = 0,
     ) -> None:
         super().__init__(stream, limit)
         self.too_slow = too_slow
         self.closing = closing
+        self.caused = caused
+        self.paced_limit = paced_limit
         self.closed = False
+        self.draining: Future[None] | None = None  # while the client is paced: all is out
         self._unsent: list[Pieces] | None = None  # the burst so far; None: no burst under way
 
     def send(self, pieces: Pieces) -> None:
@@ -215,8 +229,23 @@ class FrameWriter(BoundedWriter):
         if len(frames) > 1 and sum(map(len, chain(*frames))) <= COALESCE_BYTES:
             frames = [(b"".join(chain(*frames)),)]
         for pieces in frames:
-            if not self.write_pieces(pieces):
-                self._unsent = None
-                self.closed = True
-                self.too_slow()
+            if not self.write_or_pace(len(pieces[0]), partial(self._write_all, pieces)):
                 return
+
+    def write_or_pace(self, size: int, write: Callable[[], object]) -> bool:
+        """:meth:`write`, paced as the class says; False if the client was too slow (then
+        ``too_slow`` was called, and nothing more is written)."""
+        if self.write(size, write):
+            return True
+        if self.caused() and self.write(size, write, self.paced_limit):
+            if self.draining is None:
+                self.draining = self.stream.write(b"")  # done when everything is out
+                self.draining.add_done_callback(self._drained)
+            return True
+        self._unsent = None
+        self.closed = True
+        self.too_slow()
+        return False
+
+    def _drained(self, _: Future[None]) -> None:
+        self.draining = None

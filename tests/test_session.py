@@ -118,8 +118,10 @@ def test_a_reset_for_a_new_session_restarts_the_numbering():
     client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0)))
     client.number("a", ())
     client.number("b", ())
+    client.receive(envelope(OutgoingFrame("x", seq=3)))
     client.greeted(Hello.parse(hello(Outcome.RESET, "c2", "comm2", 0, Reason.EXPIRED)))
     assert not client.unacked and client.numbered == 0
+    assert client.last == 0  # the new comm numbers from 1: an old last would skip its first
     client.number("c", ())
     assert [m.seq for m in client.unwritten()] == [1]
 

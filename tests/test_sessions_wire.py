@@ -105,6 +105,7 @@ async def test_messages_sent_while_away_are_replayed_in_order(connect, kernel):
     sid = new_session_id()
     raw = await connect("targets", "flood", session_key=sid)
     await raw.recv()
+    await kernel.opened_comm("flood")
     raw.drop()
     await asyncio.sleep(SLOW)
     # the comm lingers: the kernel floods it while nobody is connected
@@ -180,6 +181,7 @@ async def test_a_session_nobody_resumes_expires_and_closes_its_comm(connect, ker
     sid = new_session_id()
     raw = await connect("targets", "echo", session_key=sid)
     await raw.recv()
+    await kernel.opened_comm("echo")
     raw.drop()
     deadline = asyncio.get_running_loop().time() + TIMEOUT
     while await kernel.comm_ids("echo"):
@@ -197,6 +199,7 @@ async def test_a_backlog_over_the_window_resumes_as_overflow(connect, kernel):
     sid = new_session_id()
     raw = await connect("targets", "flood", session_key=sid)
     await raw.recv()
+    await kernel.opened_comm("flood")
     raw.drop()
     await asyncio.sleep(SLOW)
     again_flood = {"count": 50, "size": 1000}  # 50 kB while away, over the 10 kB window
@@ -245,3 +248,30 @@ async def test_a_comm_that_closed_while_away_is_told_after_what_was_waiting(conn
     assert (await again.message())["data"] == "while away"
     assert await again.close_code() == 1000
     assert again.ws.close_reason == "comm closed by the client that opened it"
+
+
+async def test_secrets_stay_out_of_the_log_of_a_refused_handshake(connect, token, caplog):
+    sid = new_session_id()
+    with pytest.raises(websockets.InvalidStatus):
+        await connect("targets", "echo", session_key=sid, last="-1")
+    assert "400" in caplog.text and "last must be an integer" in caplog.text
+    assert sid not in caplog.text and token not in caplog.text
+
+
+async def test_a_kernel_shut_down_while_away_is_told_after_what_was_waiting(
+    connect, kernel, jp_serverapp
+):
+    sid = new_session_id()
+    raw = await connect("targets", "echo", session_key=sid)
+    await raw.recv()
+    await raw.send(seq=1, data="x")
+    first = await raw.message()
+    await raw.send(seq=2, data="y")
+    await asyncio.sleep(SLOW)  # the echo of "y" waits in the window
+    raw.drop()
+    await asyncio.sleep(SLOW)
+    await jp_serverapp.kernel_manager.shutdown_kernel(kernel.id)
+    again = await connect("targets", "echo", session_key=sid, last=first["seq"])
+    assert (await again.recv())["session"] == "resumed"
+    assert (await again.message())["data"] == "y"
+    assert await again.close_code() == 1001

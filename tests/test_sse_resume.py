@@ -61,7 +61,8 @@ async def test_a_stream_that_comes_back_gets_what_it_missed(server_url, token, k
     path = f"api/transports/kernels/{kernel.id}/comms/{comm_id}/events"
     reader, writer = await open_events(server_url, token, path, None)
     opened = await next_event(reader)
-    assert opened["event"] == "open" and opened["id"].isdigit()
+    epoch, _, seq = opened["id"].partition("-")
+    assert opened["event"] == "open" and epoch and seq.isdigit()
     await kernel.execute(SEND.format(start=0, stop=3))
     first = await events_until(reader, 3)
     assert [json.loads(e["data"]) for e in first] == [{"i": 0}, {"i": 1}, {"i": 2}]
@@ -74,7 +75,7 @@ async def test_a_stream_that_comes_back_gets_what_it_missed(server_url, token, k
     assert reopened["event"] == "open" and "id" not in reopened  # Last-Event-ID stays
     missed = await events_until(reader, 5)
     assert [json.loads(e["data"])["i"] for e in missed] == [3, 4, 5, 6, 7]
-    ids = [int(e["id"]) for e in first + missed]
+    ids = [int(e["id"].partition("-")[2]) for e in first + missed]
     assert ids == sorted(ids) and len(set(ids)) == 8
     await kernel.execute(SEND.format(start=8, stop=9))
     assert json.loads((await next_event(reader))["data"]) == {"i": 8}  # then live
@@ -98,16 +99,19 @@ async def test_a_stream_that_missed_too_much_is_told_reset(server_url, token, ke
     writer.close()
 
 
-@pytest.mark.parametrize("last_id", ["not-a-number", "999999"])
+@pytest.mark.parametrize(
+    ("last_id", "reason"),
+    [("not-a-number", "unknown"), ("999999", "unknown"), ("0abc-3", "expired")],
+)
 async def test_an_unknown_last_event_id_is_told_reset(
-    server_url, token, kernel, open_comm, last_id
+    server_url, token, kernel, open_comm, last_id, reason
 ):
     socket = await open_comm("echo")
     path = f"api/transports/kernels/{kernel.id}/comms/{socket.comm_id}/events"
     reader, writer = await open_events(server_url, token, path, last_id)
     assert (await next_event(reader))["event"] == "open"
     reset = await next_event(reader)
-    assert reset["event"] == "reset" and json.loads(reset["data"]) == {"reason": "unknown"}
+    assert reset["event"] == "reset" and json.loads(reset["data"]) == {"reason": reason}
     writer.close()
 
 
@@ -152,4 +156,5 @@ async def test_an_eventsource_in_chromium_resumes_after_cuts(_, token, kernel, o
         await page.wait_for_function(f"window.received.length === {sent}")
         received = await page.evaluate("window.received")
     assert [i for _, i in received] == list(range(sent))  # nothing lost, nothing twice
-    assert [int(event_id) for event_id, _ in received] == sorted(int(e) for e, _ in received)
+    seqs = [int(event_id.partition("-")[2]) for event_id, _ in received]
+    assert seqs == sorted(seqs)

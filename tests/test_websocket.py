@@ -232,10 +232,11 @@ async def test_slow_client_closed_1013_and_others_served(
     async with websockets.connect(url, max_queue=1, max_size=None) as slow:  # reads nothing
         flood_id = await kernel.opened_comm("flood")
         follower = await attach(flood_id, session=False)  # v1: a drop is final
-        await slow.send(json.dumps({"count": 200, "size": 128 * 1024}))
+        await follower.send({"count": 200, "size": 128 * 1024})
 
-        # The owner is dropped, and its comm ends with it (the follower, in the same event loop
-        # as the server, may itself have fallen behind first).
+        # The owner, which reads nothing, falls behind a broadcast it did not cause: it is
+        # dropped, and its comm ends with it (the follower, in the same event loop as the
+        # server, may itself have fallen behind first).
         code, _ = await closed(follower)
         assert code in (CloseCode.COMM_CLOSED, CloseCode.TOO_SLOW)
         received = 0
