@@ -259,11 +259,16 @@ class KernelBridge:
             idle.set_result(None)
         client_id = self._handling.pop(msg_id, None)
         if client_id is not None:
-            left = self._in_flight[client_id] - 1
-            if left:
-                self._in_flight[client_id] = left
-            else:
-                del self._in_flight[client_id]
+            # still in flight for the rest of this turn: its answers, routed just before, are
+            # written when the turn ends (a socket's burst) and must still count as its own
+            asyncio.get_running_loop().call_soon(self._answered, client_id)
+
+    def _answered(self, client_id: str) -> None:
+        left = self._in_flight[client_id] - 1
+        if left:
+            self._in_flight[client_id] = left
+        else:
+            del self._in_flight[client_id]
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self.closed:

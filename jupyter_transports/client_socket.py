@@ -7,10 +7,12 @@ layout when it carries buffers, which are masked piece by piece and never joined
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
+from tornado.concurrent import Future
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 from tornado.websocket import (
@@ -99,27 +101,37 @@ class Socket:
 
     async def send(self, data: Any, buffers: Buffers = ()) -> None:
         """Send one comm message."""
-        frame = OutgoingFrame(data, buffers)
-        if not buffers:
-            await self.send_frame(frame.for_mode(self.mode))
-            return
-        # Framed here rather than by write_message, which would join and copy the buffers
-        # three times more (see masked_frame).
-        stream = self._protocol().stream
-        if stream is None:
-            raise CommClosed(self.close_code, self.close_reason)
-        try:
-            for piece in masked_frame(OPCODE_BINARY, frame.parts):
-                written = stream.write(piece)
-            await written
-        except StreamClosedError:
-            raise CommClosed(self.close_code, self.close_reason) from None
+        await self._written(self.write(data, buffers))
 
     async def send_frame(self, frame: str | bytes) -> None:
         """Send a raw frame."""
+        await self._written(self.write_frame(frame))
+
+    def write(self, data: Any, buffers: Buffers = ()) -> Future[None]:
+        """Write one comm message now (frames go out in the order written); done once sent."""
+        frame = OutgoingFrame(data, buffers)
+        if not buffers:
+            return self.write_frame(frame.for_mode(self.mode))
+        # Framed here rather than by write_message, which would join and copy the buffers
+        # three times more (see masked_frame).
+        stream = self._protocol().stream
+        if stream is None or stream.closed():
+            raise CommClosed(self.close_code, self.close_reason)
+        for piece in masked_frame(OPCODE_BINARY, frame.parts):
+            written = stream.write(piece)
+        return written
+
+    def write_frame(self, frame: str | bytes) -> Future[None]:
+        """Write a raw frame now; done once sent."""
         try:
-            await self._protocol().write_message(frame, binary=isinstance(frame, bytes))
+            return self._protocol().write_message(frame, binary=isinstance(frame, bytes))
         except WebSocketClosedError:
+            raise CommClosed(self.close_code, self.close_reason) from None
+
+    async def _written(self, written: Awaitable[None]) -> None:
+        try:
+            await written
+        except (StreamClosedError, WebSocketClosedError):
             raise CommClosed(self.close_code, self.close_reason) from None
 
     def _protocol(self) -> WebSocketProtocol:

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
 from .client_socket import CommClosed, Message, Refused, Socket
 from .errors import BadFrame, CloseCode
 from .framing import Buffers, dumps
-from .session import ACK_DELAY, ACK_EVERY, ClientSession, Hello, Outcome, ack
+from .session import CLIENT_ACK_IDLE, ClientSession, Hello, Outcome, ack
 
 RESUMABLE = frozenset({None, 1006, CloseCode.TOO_SLOW})  # the network, not the comm, ended
 NO_RESPONSE = 599  # tornado's status for a connection that failed before any response
@@ -60,7 +61,6 @@ class ResumableSocket:
         self.session = ClientSession()
         self.reconnects = 0
         self.socket: Socket | None = None  # the current connection
-        self._writing = asyncio.Lock()  # messages go out in their numbers' order
         self._ack_timer: asyncio.TimerHandle | None = None
         self._inbox: asyncio.Queue[Message | CommClosed] = asyncio.Queue()
         self._closing = False
@@ -103,7 +103,7 @@ class ResumableSocket:
         self.session.greeted(hello)
         if hello.outcome is Outcome.RESET and hello.reason is not None and self.on_reset:
             self.on_reset(hello.reason.value)  # before writing, which a new drop may cut short
-        await self._write_unacked()
+        await self._write_unwritten()
 
     async def _read(self) -> None:
         """Receive until the comm ends; whatever ends it reaches :meth:`recv`."""
@@ -166,10 +166,11 @@ class ResumableSocket:
         if message is None:
             return
         self._inbox.put_nowait(Message(message.data, list(message.buffers)))  # type: ignore[arg-type]
-        if self.session.received >= ACK_EVERY:
+        if self.session.ack_due():
             self._send_ack()
         elif self._ack_timer is None:
-            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._send_ack)
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(CLIENT_ACK_IDLE, self._send_ack)
 
     def _send_ack(self) -> None:
         if self._ack_timer is not None:
@@ -194,25 +195,32 @@ class ResumableSocket:
         if self._closed is not None:
             raise self._closed
         self.session.number(data, buffers)
-        with contextlib.suppress(CommClosed):  # written again after the reconnection
-            await self._write_unacked()
+        await self._write_unwritten()
 
     async def send_frame(self, frame: str | bytes) -> None:
         """Send a raw frame (which the server must understand as a session's)."""
         assert self.socket is not None
         await self.socket.send_frame(frame)
 
-    async def _write_unacked(self) -> None:
-        """Write, in order, what the current connection has not carried yet."""
-        async with self._writing:
-            for message in self.session.unwritten():
-                assert self.socket is not None
+    async def _write_unwritten(self) -> None:
+        """Write, in order and at once, what the current connection has not carried yet; then
+        wait until it is sent. A dropped connection is no error: the next one carries it."""
+        socket, unwritten = self.socket, self.session.unwritten
+        assert socket is not None
+        written = None
+        try:
+            while unwritten:
+                message = unwritten[0]
                 numbered = {"seq": message.seq, "data": message.data}
                 if message.buffers:
-                    await self.socket.send(numbered, message.buffers)
+                    written = socket.write(numbered, message.buffers)
                 else:
-                    await self.socket.send_frame(dumps(numbered))
-                self.session.written = message.seq
+                    written = socket.write_frame(dumps(numbered))
+                unwritten.popleft()
+            if written is not None:
+                await written
+        except (CommClosed, StreamClosedError, WebSocketClosedError):
+            pass
 
     # -- closing -------------------------------------------------------------------------------
 

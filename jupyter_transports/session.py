@@ -19,7 +19,11 @@ Rules, in plain words:
    kernel once), and refuses a number that skips one (a client fault, close code 1002).
 5. The server acknowledges what it handed to the kernel at least every ``ACK_EVERY`` messages
    and within ``ACK_DELAY`` seconds of the first message not yet acknowledged; the hello of every
-   connection says what was handed so far.
+   connection says what was handed so far, and how large the window is. The client acknowledges
+   what it received once it has a ``1 / CLIENT_ACK_FRACTION`` of the window unacknowledged, and
+   ``CLIENT_ACK_IDLE`` seconds after an unacknowledged message at the latest: often enough that
+   the window never drops what the client has, rarely enough that acknowledging costs the
+   server next to nothing (an acknowledgement costs it what hundreds of deliveries do).
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame
 from .protocol import Buffer
 
 SESSION_KEY_FORM = re.compile(r"[A-Za-z0-9_-]{16,64}")
-ACK_EVERY = 64  # messages
+ACK_EVERY = 64  # messages, the server's acknowledgements
 ACK_DELAY = 0.1  # seconds
+CLIENT_ACK_FRACTION = 4  # the client acknowledges at a quarter of the window...
+CLIENT_ACK_IDLE = 10.0  # ... or this many seconds after an unacknowledged message
 
 # keys of the JSON objects of the session wire
 SESSION_KEY = "session"
@@ -47,6 +53,7 @@ CLIENT_KEY = "client"
 COMM_ID_KEY = "comm_id"
 SEQ_KEY = "seq"
 ACK_KEY = "ack"
+WINDOW_KEY = "window"
 DATA_KEY = "data"
 
 
@@ -170,8 +177,8 @@ class ClientSession:
         self.last = 0  # the highest seq received
         self.numbered = 0  # the last number given to a message
         self.unacked: deque[ClientMessage] = deque()  # numbered, not yet acknowledged, in order
-        self.written = 0  # the last number written on the current connection
-        self.received = 0  # messages received since the last acknowledgement
+        self.unwritten: deque[ClientMessage] = deque()  # not yet written on this connection
+        self.received = 0  # bytes received since the last acknowledgement
         self.hello: Hello | None = None  # of the current connection
 
     def greeted(self, hello: Hello) -> None:
@@ -182,16 +189,15 @@ class ClientSession:
             self.numbered = self.last = self.received = 0
             self.unacked.clear()
         self.acknowledged(hello.ack)
-        self.written = hello.ack
+        self.unwritten = deque(self.unacked)  # what the server has not: above its ack
 
     def number(self, data: Any, buffers: Buffers) -> None:
-        """A message to send: it gets the next number and waits for its acknowledgement."""
+        """A message to send: it gets the next number, to be written and kept until the server
+        acknowledges it."""
         self.numbered += 1
-        self.unacked.append(ClientMessage(self.numbered, data, list(buffers)))
-
-    def unwritten(self) -> list[ClientMessage]:
-        """What the current connection has not carried yet, in order."""
-        return [message for message in self.unacked if message.seq > self.written]
+        message = ClientMessage(self.numbered, data, list(buffers))
+        self.unacked.append(message)
+        self.unwritten.append(message)
 
     def acknowledged(self, seq: int) -> None:
         while self.unacked and self.unacked[0].seq <= seq:
@@ -203,12 +209,17 @@ class ClientSession:
         fields, buffers = decode_frame(frame, FrameMode.JSON)
         if isinstance(fields, dict) and _is_count(fields.get(SEQ_KEY)) and DATA_KEY in fields:
             self.last = fields[SEQ_KEY]
-            self.received += 1
+            self.received += len(frame)  # of a text frame, its characters: at most its bytes
             return ClientMessage(self.last, fields[DATA_KEY], buffers)
         if isinstance(fields, dict) and _is_count(fields.get(ACK_KEY)):
             self.acknowledged(fields[ACK_KEY])
             return None
         raise BadFrame("not a frame of a session's server")
+
+    def ack_due(self) -> bool:
+        """Whether so much came since the last acknowledgement that one is due now."""
+        assert self.hello is not None
+        return self.received * CLIENT_ACK_FRACTION >= self.hello.window
 
     def take_ack(self) -> int:
         """The acknowledgement to send now."""
@@ -225,6 +236,7 @@ class Hello:
     client_id: str
     comm_id: str
     ack: int
+    window: int
 
     @classmethod
     def parse(cls, frame: Frame | None) -> Hello:
@@ -238,11 +250,12 @@ class Hello:
                 fields[CLIENT_KEY],
                 fields[COMM_ID_KEY],
                 fields[ACK_KEY],
+                fields[WINDOW_KEY],
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise BadFrame("the server did not begin the session") from None
-        if not _is_count(hello.ack):
-            raise BadFrame("a hello's ack is a count")
+        if not (_is_count(hello.ack) and _is_count(hello.window)):
+            raise BadFrame("a hello's ack and window are counts")
         return hello
 
 
@@ -257,13 +270,18 @@ def check_session_key(session_key: str) -> str:
 
 
 def hello(
-    outcome: Outcome, client_id: str, comm_id: str, ack: int, reason: Reason | None = None
+    outcome: Outcome,
+    client_id: str,
+    comm_id: str,
+    ack: int,
+    window: int,
+    reason: Reason | None = None,
 ) -> str:
     """The first frame of a session connection."""
     fields: dict[str, Any] = {SESSION_KEY: outcome.value}
     if reason is not None:
         fields[REASON_KEY] = reason.value
-    fields.update({CLIENT_KEY: client_id, COMM_ID_KEY: comm_id, ACK_KEY: ack})
+    fields.update({CLIENT_KEY: client_id, COMM_ID_KEY: comm_id, ACK_KEY: ack, WINDOW_KEY: window})
     return json.dumps(fields, separators=(",", ":"))
 
 

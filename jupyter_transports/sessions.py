@@ -118,7 +118,9 @@ class Session:
     ) -> None:
         self.connection = connection
         subscriber, state = self.subscriber, self.state
-        greeting = hello(outcome, subscriber.id, subscriber.comm_id, state.handed, reason)
+        greeting = hello(
+            outcome, subscriber.id, subscriber.comm_id, state.handed, state.window_bytes, reason
+        )
         connection.send_pieces((websocket_frame(greeting),))
         state.unacked = 0  # the hello said what was handed
         for frame in missed:

@@ -83,15 +83,15 @@ def test_acknowledgements_come_every_64_messages_and_none_when_nothing_is_new():
 def test_client_and_server_agree_across_a_dropped_connection():
     """Both ends wired together by hand; the 'connection' drops frames in flight both ways."""
     server, client = SessionState(window_bytes=10_000), ClientSession()
-    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0)))
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0, 1000)))
     delivered: list[int] = []
 
     for n in range(5):  # the client sends 5; the connection carries only the first 3
         client.number({"n": n}, ())
-    for message in client.unwritten()[:3]:
+    written = [client.unwritten.popleft() for _ in range(5)]  # it wrote all 5
+    for message in written[:3]:
         if server.received(message.seq):
             delivered.append(message.data["n"])
-    client.written = 5  # it believes it wrote all 5
     for frame in frames(1, 2, 3):  # the kernel sends 3; the client gets the first 1
         server.sent(frame)
     received = client.receive(envelope(server.window[0]))
@@ -99,8 +99,9 @@ def test_client_and_server_agree_across_a_dropped_connection():
 
     # the connection drops; the client comes back with last=1
     outcome, missed = server.resume(client.last)
-    client.greeted(Hello.parse(hello(outcome, "c", "comm", server.handed)))
-    for message in client.unwritten():
+    client.greeted(Hello.parse(hello(outcome, "c", "comm", server.handed, 10_000)))
+    assert [m.seq for m in client.unwritten] == [4, 5]  # what the server has not
+    for message in client.unwritten:
         if server.received(message.seq):
             delivered.append(message.data["n"])
     for frame in missed:
@@ -115,36 +116,37 @@ def test_client_and_server_agree_across_a_dropped_connection():
 
 def test_a_reset_for_a_new_session_restarts_the_numbering():
     client = ClientSession()
-    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0)))
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0, 1000)))
     client.number("a", ())
     client.number("b", ())
     client.receive(envelope(OutgoingFrame("x", seq=3)))
-    client.greeted(Hello.parse(hello(Outcome.RESET, "c2", "comm2", 0, Reason.EXPIRED)))
+    client.greeted(Hello.parse(hello(Outcome.RESET, "c2", "comm2", 0, 1000, Reason.EXPIRED)))
     assert not client.unacked and client.numbered == 0
     assert client.last == 0  # the new comm numbers from 1: an old last would skip its first
     client.number("c", ())
-    assert [m.seq for m in client.unwritten()] == [1]
+    assert [m.seq for m in client.unwritten] == [1]
 
 
 def test_an_overflow_reset_keeps_the_numbering():
     client = ClientSession()
-    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0)))
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0, 1000)))
     for data in "abc":
         client.number(data, ())
-    client.greeted(Hello.parse(hello(Outcome.RESET, "c", "comm", 1, Reason.OVERFLOW)))
-    assert [m.seq for m in client.unwritten()] == [2, 3]
+    client.greeted(Hello.parse(hello(Outcome.RESET, "c", "comm", 1, 1000, Reason.OVERFLOW)))
+    assert [m.seq for m in client.unwritten] == [2, 3]
 
 
 def test_wire_frames_are_exactly_the_contracts():
-    assert hello(Outcome.NEW, "c1", "m1", 0) == (
-        '{"session":"new","client":"c1","comm_id":"m1","ack":0}'
+    assert hello(Outcome.NEW, "c1", "m1", 0, 512) == (
+        '{"session":"new","client":"c1","comm_id":"m1","ack":0,"window":512}'
     )
-    assert json.loads(hello(Outcome.RESET, "c", "m", 4, Reason.OVERFLOW)) == {
+    assert json.loads(hello(Outcome.RESET, "c", "m", 4, 64, Reason.OVERFLOW)) == {
         "session": "reset",
         "reason": "overflow",
         "client": "c",
         "comm_id": "m",
         "ack": 4,
+        "window": 64,
     }
     assert ack(12) == '{"ack":12}'
     assert envelope(OutgoingFrame({"a": [1]}, seq=7)) == '{"seq":7,"data":{"a":[1]}}'
@@ -176,13 +178,26 @@ def test_session_keys_are_checked(key):
         check_session_key(key)
 
 
+def test_the_client_acknowledges_a_quarter_of_the_window_at_a_time():
+    client = ClientSession()
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0, 400)))
+    frame = envelope(OutgoingFrame("x" * 80, seq=1))  # 100 characters
+    client.receive(frame)
+    assert not client.ack_due()
+    client.receive(envelope(OutgoingFrame("x" * 80, seq=2)))
+    assert client.ack_due()
+    assert client.take_ack() == 2
+    assert not client.ack_due()
+
+
 def test_a_hello_that_is_not_one_is_refused():
     for bad in [
         None,
         b"binary",
         "{}",
-        '{"session":"maybe","client":"c","comm_id":"m","ack":0}',
-        '{"session":"new","client":"c","comm_id":"m","ack":-1}',
+        '{"session":"maybe","client":"c","comm_id":"m","ack":0,"window":1}',
+        '{"session":"new","client":"c","comm_id":"m","ack":-1,"window":1}',
+        '{"session":"new","client":"c","comm_id":"m","ack":0}',
     ]:
         with pytest.raises(BadFrame):
             Hello.parse(bad)

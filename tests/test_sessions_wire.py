@@ -71,7 +71,8 @@ async def test_a_new_session_numbers_its_messages_and_acknowledges(connect):
     raw = await connect("targets", "echo", session_key=sid)
     hello = await raw.recv()
     assert hello["session"] == "new" and hello["ack"] == 0
-    assert set(hello) == {"session", "client", "comm_id", "ack"}
+    assert set(hello) == {"session", "client", "comm_id", "ack", "window"}
+    assert hello["window"] == 16 * 1024 * 1024
     for n in (1, 2, 3):
         await raw.send(seq=n, data={"n": n})
     got = [await raw.recv() for _ in range(4)]  # three echoes and an ack, the ack within 100 ms

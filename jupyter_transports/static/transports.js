@@ -168,8 +168,11 @@ function redacted(url) {
 // -- durable sessions --------------------------------------------------------------------------
 // The client's half of CONTRACT.md, v2, "Durable sessions".
 
-const ACK_EVERY = 64; // received messages: acknowledge at least this often (the contract's bound)
-const ACK_DELAY = 50; // ms after a message: the contract asks for 100; timers can fire late
+// Acknowledge once a quarter of the session's window is unacknowledged (so the server never drops
+// what this client has), or 10 s after a message: an acknowledgement costs the server what
+// hundreds of deliveries do, so they are rare.
+const ACK_FRACTION = 4;
+const ACK_IDLE = 10000; // ms
 const SESSION_ID_BYTES = 16; // 128 bits, 22 characters of URL-safe base64
 const OUTCOME_KEY = "session"; // of the server's first frame on each connection
 
@@ -182,6 +185,10 @@ export const ResetReason = Object.freeze({
   KERNEL_RESTARTED: "kernel_restarted",
   CLOSED: "closed",
 });
+
+function frameSize(frame) {
+  return typeof frame === "string" ? frame.length : frame.byteLength;
+}
 
 function isCount(value) {
   return Number.isInteger(value) && value >= 0;
@@ -204,7 +211,9 @@ class SessionState {
   lastReceived = 0;
   #nextSeq = 1;
   #unacked = []; // {seq, frame} sent or queued, not yet handed to the kernel, in order
-  #receivedSinceAck = 0;
+  #receivedSinceAck = 0; // bytes (of text frames, characters: at most their bytes)
+  /** The server's window, in bytes (from the first frame of each connection). */
+  window = Infinity;
 
   /** The frame of one comm message under the next number, kept until acknowledged. */
   number(data, buffers) {
@@ -243,17 +252,17 @@ class SessionState {
     return reconnecting ? { [SESSION_PARAM]: this.id, [LAST_PARAM]: this.lastReceived } : { [SESSION_PARAM]: this.id };
   }
 
-  /** Whether message `seq` is new (the server never repeats one; a repeat would be dropped). */
-  received(seq) {
+  /** Whether message `seq` (a frame of `size`) is new (the server never repeats one). */
+  received(seq, size) {
     if (seq <= this.lastReceived) return false;
     this.lastReceived = seq;
-    this.#receivedSinceAck += 1;
+    this.#receivedSinceAck += size;
     return true;
   }
 
-  /** Whether so many messages came since the last ack that one is due now. */
+  /** Whether so much came since the last ack that one is due now. */
   ackDue() {
-    return this.#receivedSinceAck >= ACK_EVERY;
+    return this.#receivedSinceAck * ACK_FRACTION >= this.window;
   }
 
   /** The `seq` to acknowledge now, or null if nothing came since the last ack. */
@@ -539,17 +548,18 @@ export class Comm extends EventTarget {
     }
     if (OUTCOME_KEY in fields && isCount(fields.ack)) this.#greeted(fields);
     else if (this.state !== "open") console.error("jupyter_transports: a session frame before the session's first", fields);
-    else if (isCount(fields.seq)) this.#receivedMessage(fields.seq, fields.data, buffers);
+    else if (isCount(fields.seq)) this.#receivedMessage(fields.seq, fields.data, buffers, frameSize(frame));
     else if (isCount(fields.ack)) this.#session.acknowledged(fields.ack);
     else console.error("jupyter_transports: dropping an unknown session frame", fields);
   }
 
   /** The first frame of a session connection: go on where the session was, or begin anew. */
-  #greeted({ [OUTCOME_KEY]: outcome, reason = null, client, comm_id: commId, ack }) {
+  #greeted({ [OUTCOME_KEY]: outcome, reason = null, client, comm_id: commId, ack, window }) {
     // "overflow": the same session lost kernel messages, but not the client's: carry on
     const sameSession = outcome === SessionOutcome.RESUMED || reason === ResetReason.OVERFLOW;
     this.clientId = client;
     this.commId = commId;
+    this.#session.window = isCount(window) ? window : Infinity;
     if (sameSession) {
       this.#session.acknowledged(ack);
       for (const frame of this.#session.unackedFrames()) this.#socket.send(frame);
@@ -559,8 +569,8 @@ export class Comm extends EventTarget {
     this.#ready(outcome === SessionOutcome.RESUMED, reason);
   }
 
-  #receivedMessage(seq, data, buffers) {
-    if (!this.#session.received(seq)) {
+  #receivedMessage(seq, data, buffers, size) {
+    if (!this.#session.received(seq, size)) {
       console.warn(`jupyter_transports: dropping message ${seq}, received already`);
       return;
     }
@@ -570,7 +580,7 @@ export class Comm extends EventTarget {
 
   #scheduleAck() {
     if (this.#session.ackDue()) this.#sendAck();
-    else if (this.#ackTimer === null) this.#ackTimer = setTimeout(() => this.#sendAck(), ACK_DELAY);
+    else if (this.#ackTimer === null) this.#ackTimer = setTimeout(() => this.#sendAck(), ACK_IDLE);
   }
 
   #sendAck() {
