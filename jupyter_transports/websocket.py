@@ -300,19 +300,20 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     def send_pieces(self, pieces: Pieces) -> None:
         """Write one whole WebSocket frame (for the session this socket carries)."""
-        writer = self.writer
-        if writer is not None and not writer.closed and not writer.closing():
-            writer.send(pieces)
+        if self.writer is not None:
+            self.writer.send(pieces)
 
     # -- the bridge's sink ---------------------------------------------------------------------
 
     def deliver(self, frame: OutgoingFrame) -> None:
         writer = self.writer
-        if writer is None or writer.closed or writer.closing():
-            return  # on_close follows and says goodbye to the bridge
-        if self.raw_frames:
+        if writer is None:
+            return
+        if self.raw_frames:  # the writer checks the socket once per burst
             writer.send(wire_pieces(frame, self.mode))
             return
+        if writer.closed or writer.closing():
+            return  # on_close follows and says goodbye to the bridge
         message = frame.for_mode(self.mode)
         binary = isinstance(message, bytes)
         writer.write_or_pace(len(message), lambda: self.write_message(message, binary=binary))

@@ -41,6 +41,9 @@ from .session import envelope
 
 Pieces = tuple[Buffer, ...]  # one WebSocket frame, to be written piece after piece
 
+# keys of a frame's encodings (OutgoingFrame.encoded): its frame mode, or one of these
+BINARY_KEY = "websocket binary"
+SESSION_KEY = "websocket session"
 UNJOINED_BYTES = 64 * 1024  # a buffer this large is written as it is rather than joined
 COALESCE_BYTES = 256 * 1024  # frames waiting together up to this size are joined into one write
 
@@ -78,7 +81,7 @@ def websocket_frame(payload: Frame) -> bytes:
 def wire_pieces(frame: OutgoingFrame, mode: FrameMode) -> Pieces:
     """``frame.for_mode(mode)`` as a whole uncompressed WebSocket frame, in pieces ready to
     write; made once per frame and mode."""
-    key = ("websocket", None if frame.buffers else mode)
+    key = BINARY_KEY if frame.buffers else mode
     pieces: Pieces | None = frame.encoded.get(key)
     if pieces is None:
         if frame.buffers:
@@ -93,7 +96,7 @@ def wire_pieces(frame: OutgoingFrame, mode: FrameMode) -> Pieces:
 def session_wire_pieces(frame: OutgoingFrame) -> Pieces:
     """The numbered form of ``frame`` that session sockets receive (contract v2), as a whole
     WebSocket frame in pieces; made once per frame."""
-    pieces: Pieces | None = frame.encoded.get("session")
+    pieces: Pieces | None = frame.encoded.get(SESSION_KEY)
     if pieces is None:
         head = envelope(frame)
         if frame.buffers:
@@ -102,7 +105,7 @@ def session_wire_pieces(frame: OutgoingFrame) -> Pieces:
             pieces = join_small([websocket_header(OPCODE_BINARY, size), *parts])
         else:
             pieces = (websocket_frame(head),)
-        frame.encoded["session"] = pieces
+        frame.encoded[SESSION_KEY] = pieces
     return pieces
 
 
@@ -208,6 +211,8 @@ class FrameWriter(BoundedWriter):
         """Write one frame now if no burst is under way, else with the rest of the burst."""
         if self._unsent is not None:
             self._unsent.append(pieces)
+            return
+        if self.closed:
             return
         self._unsent = []
         IOLoop.current().add_callback(self.flush)

@@ -102,19 +102,26 @@ async def test_a_dropped_connection_resumes_with_nothing_lost_or_repeated(connec
     assert len(await kernel.comm_ids("echo")) == 1
 
 
-async def test_messages_sent_while_away_are_replayed_in_order(connect, kernel):
+async def away_while_the_kernel_sends(connect, kernel, count: int, size: int = 0) -> str:
+    """A session on a new "flood" comm whose connection drops; then the kernel sends ``count``
+    messages ``{"i": i, "pad": "x" * size}`` on the comm, which lingers. Its key."""
     sid = new_session_id()
     raw = await connect("targets", "flood", session_key=sid)
     await raw.recv()
     await kernel.opened_comm("flood")
     raw.drop()
     await asyncio.sleep(SLOW)
-    # the comm lingers: the kernel floods it while nobody is connected
     await kernel.execute(
         "from comm import get_comm_manager\n"
         "for _c in get_comm_manager().comms.values():\n"
-        "    [_c.send({'i': i}) for i in range(50)] if _c.target_name == 'flood' else None"
+        f"    [_c.send({{'i': i, 'pad': 'x' * {size}}}) for i in range({count})]"
+        " if _c.target_name == 'flood' else None"
     )
+    return sid
+
+
+async def test_messages_sent_while_away_are_replayed_in_order(connect, kernel):
+    sid = await away_while_the_kernel_sends(connect, kernel, 50)
     again = await connect("targets", "flood", session_key=sid, last=0)
     assert (await again.recv())["session"] == "resumed"
     replayed = [(await again.recv())["data"]["i"] for _ in range(50)]
@@ -197,19 +204,7 @@ async def test_a_session_nobody_resumes_expires_and_closes_its_comm(connect, ker
 
 @pytest.mark.parametrize("transports_config", [{"session_window_bytes": 10_000}])
 async def test_a_backlog_over_the_window_resumes_as_overflow(connect, kernel):
-    sid = new_session_id()
-    raw = await connect("targets", "flood", session_key=sid)
-    await raw.recv()
-    await kernel.opened_comm("flood")
-    raw.drop()
-    await asyncio.sleep(SLOW)
-    again_flood = {"count": 50, "size": 1000}  # 50 kB while away, over the 10 kB window
-    await kernel.execute(
-        "from comm import get_comm_manager\n"
-        "for _c in get_comm_manager().comms.values():\n"
-        f"    [_c.send({{'i': i, 'pad': 'x' * {again_flood['size']}}})"
-        f" for i in range({again_flood['count']})] if _c.target_name == 'flood' else None"
-    )
+    sid = await away_while_the_kernel_sends(connect, kernel, 50, 1000)  # 50 kB > 10 kB
     again = await connect("targets", "flood", session_key=sid, last=0)
     hello = await again.recv()
     assert (hello["session"], hello["reason"]) == ("reset", "overflow")
