@@ -22,20 +22,14 @@ from jupyter_server.utils import url_escape, url_path_join
 from tornado import httputil, web
 
 from . import rest, sse
+from .base import AUTH_RESOURCE, EXECUTE, READ, TransportsHandlerMixin
 from .bridge import KernelBridge
 from .errors import CloseCode
 from .framing import OutgoingFrame, dumps
 from .router import Subscriber
 from .session import Reason
 from .sessions import EventHistory
-from .websocket import (
-    AUTH_RESOURCE,
-    EXECUTE,
-    READ,
-    AttachHandler,
-    NewCommHandler,
-    TransportsHandlerMixin,
-)
+from .websocket import AttachHandler, NewCommHandler
 from .writer import BoundedWriter
 
 API = r"/api/transports"

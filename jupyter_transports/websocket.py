@@ -2,119 +2,41 @@
 
 Each handler checks the handshake (auth, kernel, comm, parameters) before the upgrade, then each
 WebSocket event is one call into the kernel's bridge. A plain socket is the bridge's sink; a
-socket with ``?session=`` carries a durable session (:mod:`.sessions`), which is the sink.
+socket with ``?session_key=`` carries a durable session (:mod:`.sessions`), which is the sink.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from types import TracebackType
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
-from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.ioloop import IOLoop
-from tornado.log import app_log, gen_log
 from tornado.websocket import WebSocketHandler
 
+from .base import (
+    AUTH_RESOURCE,
+    DATA_PARAM,
+    EXECUTE,
+    FRAMES_PARAM,
+    LAST_PARAM,
+    READ,
+    SESSION_PARAM,
+    TransportsHandlerMixin,
+)
 from .bridge import KernelBridge, Sink
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
 from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
-from .manager import BridgeManager
 from .router import Subscriber
 from .session import ClientAck, Reason, check_session_key, decode_client_frame
-from .sessions import Owner, Session, SessionStore
+from .sessions import Owner, Session
 from .writer import FrameWriter, Pieces, wire_pieces
 
-AUTH_RESOURCE = "kernels"
-EXECUTE = "execute"
-READ = "read"
-TOKEN_PARAM = "token"
-DATA_PARAM = "data"
-FRAMES_PARAM = "frames"
-SESSION_PARAM = "session_key"  # with "key" in its name, jupyter_server scrubs it from logs
-LAST_PARAM = "last"
-UNSEEN_PARAMS = frozenset({TOKEN_PARAM, SESSION_PARAM, LAST_PARAM})  # by the kernel
-SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:token|key)[^=&#]*=)[^&#]*")  # as jupyter_server's log
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
-
-
-def scrub_secrets(uri: str) -> str:
-    """``uri`` with the values of its secret parameters replaced."""
-    return SECRET_PARAM.sub(r"\1[secret]", uri)
-
-
-class TransportsHandlerMixin(ExtensionHandlerMixin):
-    """What every handler of the extension reads from the app."""
-
-    def log_exception(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """As tornado logs a request's faults, but with its URI's secrets (the token, a session
-        key) scrubbed, as jupyter_server's access log scrubs them."""
-        request = self.request  # type: ignore[attr-defined]
-        summary = f"{request.method} {scrub_secrets(request.uri)} ({request.remote_ip})"
-        if isinstance(value, web.HTTPError):
-            if message := value.get_message():
-                gen_log.warning("%d %s: %s", value.status_code, summary, message)
-        else:
-            app_log.error("Uncaught exception %s", summary, exc_info=(typ, value, tb))  # type: ignore[arg-type]
-
-    @property
-    def bridges(self) -> BridgeManager:
-        return self.extensionapp.bridges  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def sessions(self) -> SessionStore:
-        return self.extensionapp.sessions  # type: ignore[attr-defined,no-any-return]
-
-    def check_kernel(self, kernel_id: str) -> None:
-        if not self.bridges.kernel_exists(kernel_id):
-            raise web.HTTPError(404, f"no kernel {kernel_id}")
-
-    def check_target(self, target_name: str) -> None:
-        allowed = self.extensionapp.allowed_targets  # type: ignore[attr-defined]
-        if allowed is not None and target_name not in allowed:
-            raise web.HTTPError(403, f"comm target {target_name!r} is not allowed")
-
-    @staticmethod
-    def check_open_data(data: Any) -> Any:
-        """The data of a new comm's comm_open must be a JSON object."""
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "the data of a new comm must be a JSON object")
-        return data
-
-    def comm_open_query(self) -> dict[str, str]:
-        """The query parameters the kernel sees in the comm_open: all but the secrets (the token,
-        a session key) and a session's ``last``; the last value of each."""
-        return {
-            name: values[-1].decode("utf-8", "replace")
-            for name, values in self.request.query_arguments.items()  # type: ignore[attr-defined]
-            if name not in UNSEEN_PARAMS
-        }
-
-    def new_client(self, comm_id: str | None = None, *, can_send: bool = True) -> Subscriber:
-        """A subscriber to ``comm_id`` (to a new comm if None) for the current user."""
-        user = self.current_user.username  # type: ignore[attr-defined]
-        return Subscriber(uuid.uuid4().hex, comm_id or uuid.uuid4().hex, user, can_send)
-
-    @contextmanager
-    def http_errors(self) -> Iterator[None]:
-        """Before a response starts, every fault of the package answers with its status."""
-        try:
-            yield
-        except TransportsError as e:
-            raise web.HTTPError(e.status, str(e)) from e
 
 
 class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
