@@ -38,6 +38,7 @@ from .protocol import (
     SUBSHELLS_FEATURE,
 )
 from .router import Action, Close, Deliver, KernelCommMessage, Router, Subscriber, ToKernel
+from .session import CommLog
 from .stats import KernelStats
 
 # What _read_iopub reads; the rest is dropped unread. Status: REST waits for the kernel to
@@ -83,6 +84,7 @@ class KernelBridge:
         self.log = log
         self.router = Router()
         self.sinks: dict[str, Sink] = {}
+        self.logs: dict[str, CommLog] = {}  # of comms with sessions or event streams, by comm id
         self.users = 0
         self.closed = False
         self._on_closed = on_closed
@@ -287,6 +289,8 @@ class KernelBridge:
             if isinstance(action, Deliver):
                 self.stats.messages_from_kernel += 1
                 self.stats.bytes_from_kernel += action.frame.size
+                if self.logs and (log := self.logs.get(action.comm_id)) is not None:
+                    log.add(action.frame, action.clients, action.broadcast)
                 for client_id in action.clients:
                     sink = self.sinks.get(client_id)
                     if sink is not None:  # a sink may close others on its way out

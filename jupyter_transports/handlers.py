@@ -196,7 +196,7 @@ class EventsHandler(TransportsAPIHandler):
             self.send(sse.event(opened, sse.OPEN, now))
             return
         self.send(sse.event(opened, sse.OPEN))  # the client's Last-Event-ID stays as it was
-        missed = self.history.missed(last_id, seq)
+        missed = self.history.missed(last_id)
         if isinstance(missed, Reason):
             self.send(sse.event(dumps({"reason": missed.value}), sse.RESET, now))
             return

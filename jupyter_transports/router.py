@@ -58,15 +58,17 @@ class Subscriber:
     comm_id: str
     user: str
     can_send: bool = True
-    listed: bool = True  # counted among the comm's clients (a comm's event history is not)
 
 
 @dataclass(frozen=True)
 class Deliver:
-    """Send ``frame`` to each of ``clients``."""
+    """Send ``frame``, a message of ``comm_id``, to each of ``clients`` (all of the comm's, if
+    ``broadcast``)."""
 
     clients: tuple[str, ...]
     frame: OutgoingFrame
+    comm_id: str = ""
+    broadcast: bool = True
 
 
 @dataclass(frozen=True)
@@ -231,9 +233,7 @@ class Router:
     def subscribers(self, comm_id: str) -> int:
         """How many clients are attached to a comm (0 for a comm the router does not know)."""
         comm = self.comms.get(comm_id)
-        if comm is None:
-            return 0
-        return sum(client.listed for client in comm.clients.values())
+        return len(comm.clients) if comm is not None else 0
 
     # -- kernel ------------------------------------------------------------------------------
 
@@ -252,11 +252,12 @@ class Router:
         if comm is None:
             return []
         if msg_type == COMM_MSG:
-            recipients, done = self._reply_recipients(comm, metadata, parent_msg_id)
+            to = _addressees(metadata)
+            recipients, done = self._reply_recipients(comm, to, parent_msg_id)
             if not recipients:
                 return []
             frame = OutgoingFrame(content.get("data"), buffers, comm.next_seq())
-            return [Deliver(recipients, frame), *done]
+            return [Deliver(recipients, frame, comm_id, to is None), *done]
         if msg_type == COMM_CLOSE:
             del self.comms[comm_id]
             if parent_msg_type == COMM_OPEN:
@@ -264,10 +265,11 @@ class Router:
             actions: list[Action] = []
             data = content.get("data")
             if data or buffers:
-                recipients, done = self._reply_recipients(comm, metadata, parent_msg_id)
+                to = _addressees(metadata)
+                recipients, done = self._reply_recipients(comm, to, parent_msg_id)
                 if recipients:
                     frame = OutgoingFrame(data, buffers, comm.next_seq())
-                    actions += [Deliver(recipients, frame), *done]
+                    actions += [Deliver(recipients, frame, comm_id, to is None), *done]
             return actions + self._close_all(comm, CLOSED_BY_KERNEL)
         return []
 
@@ -292,10 +294,10 @@ class Router:
         self.clients[client.id] = client
 
     def _reply_recipients(
-        self, comm: Comm, metadata: Mapping[str, Any], parent_msg_id: str | None
+        self, comm: Comm, to: Mapping[str, None] | None, parent_msg_id: str | None
     ) -> tuple[tuple[str, ...], list[Action]]:
-        """Who receives a kernel message on ``comm``, and the collections it completes."""
-        to = _addressees(metadata)
+        """Who receives a kernel message on ``comm`` (addressed ``to`` some of its clients, if
+        not None), and the collections it completes."""
         recipients = _recipients(comm, to)
         collector = comm.collectors.get(parent_msg_id) if parent_msg_id else None
         if collector is None or (to is not None and collector.client.id not in to):

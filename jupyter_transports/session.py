@@ -8,12 +8,15 @@ Rules, in plain words:
 1. Every comm message the server sends on a session carries the comm's sequence number
    ``seq``: strictly increasing per comm, so one encoded frame serves every session on the comm;
    a session sees the part of that sequence that is routed to it (``transports.to`` skips some).
-2. The session keeps what it sent until the client acknowledges it (``ack``: every ``seq`` up to
-   it, cumulative), in a window of at most ``window_bytes``. A window that would hold more drops
-   its oldest messages, and the session remembers the highest ``seq`` it lost that way.
-3. A resume that says which ``seq`` the client had last (``last``) replays, in order, the window's
-   messages after it, then the live stream: no gap, no repeat. If a message after ``last`` was
-   lost to the window, the resume is a reset instead, with the reason ``overflow``.
+2. A comm with sessions (or event streams) on it keeps its latest messages in one
+   :class:`CommLog` of at most ``window_bytes``, shared by all of them: each message is kept
+   once, with whom it went to, whatever the number of sessions (so a session costs a fan-out
+   nothing per delivery). A log that would hold more drops its oldest messages, and remembers
+   the highest ``seq`` it dropped.
+3. A resume that says which ``seq`` the client had last (``last``) replays, in order, the log's
+   messages after it that went to that client, then the live stream: no gap, no repeat. If the
+   log dropped messages after ``last``, the resume is a reset instead, with the reason
+   ``overflow``.
 4. The client numbers its own messages 1, 2, 3, …. The session hands the next number to the
    kernel, drops a number it already handed (a resend after a resume: each message reaches the
    kernel once), and refuses a number that skips one (a client fault, close code 1002).
@@ -34,7 +37,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 from .errors import BadFrame, ClientFault, CloseCode
 from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame
@@ -97,50 +100,69 @@ class ClientAck:
     seq: int
 
 
-class SessionState:
-    """The numbers and the window of one session (no I/O, no clock)."""
+class CommLog:
+    """The latest messages of one comm, for the sessions and event streams on it (no I/O)."""
 
-    def __init__(self, window_bytes: int) -> None:
+    def __init__(self, window_bytes: int, since: int) -> None:
         self.window_bytes = window_bytes
-        self.handed = 0  # the client's last message handed to the kernel
-        self.unacked = 0  # how many of those the client has not been told of yet
-        self.window: deque[OutgoingFrame] = deque()  # sent, not yet acknowledged, in seq order
-        self.window_size = 0  # their bytes
-        self.lost_through = 0  # the highest seq emptied out of the window
+        self.since = since  # the comm's last seq before the log began
+        self.last = since  # the comm's last seq so far
+        self.entries: deque[Entry] = deque()  # in seq order
+        self.size = 0  # their bytes
+        self.lost_through = 0  # the highest seq dropped
+        self.users = 0  # sessions and event histories that keep the log
+        self.epoch = ""  # what tells this log's event ids from an earlier log's
 
-    # -- server -> client ----------------------------------------------------------------------
-
-    def sent(self, frame: OutgoingFrame) -> None:
-        """Keep ``frame`` (sent, or to be sent on resume) until the client acknowledges it."""
-        window = self.window
-        window.append(frame)
-        self.window_size += frame.size
-        while self.window_size > self.window_bytes:
-            dropped = window.popleft()
-            self.window_size -= dropped.size
+    def add(self, frame: OutgoingFrame, clients: Sequence[str], broadcast: bool) -> None:
+        """``frame`` went to ``clients`` (to every client of the comm, if ``broadcast``)."""
+        entries = self.entries
+        entries.append(Entry(frame, clients, broadcast))
+        self.last = frame.seq
+        self.size += frame.size
+        while self.size > self.window_bytes:
+            dropped = entries.popleft().frame
+            self.size -= dropped.size
             self.lost_through = dropped.seq
 
-    def acknowledged(self, seq: int) -> None:
-        """The client has every message up to ``seq``."""
-        window = self.window
-        while window and window[0].seq <= seq:
-            self.window_size -= window.popleft().size
-
-    def after(self, last: int) -> list[OutgoingFrame] | None:
-        """The window's messages after ``last``, or None if some of them were lost to it."""
-        if last < self.lost_through:
+    def after(self, last: int, client_id: str | None = None) -> list[OutgoingFrame] | None:
+        """The messages after ``last`` that went to ``client_id`` (None: to every client), or
+        None if the log cannot say (it began, or dropped messages, after ``last``)."""
+        if last < self.since or last < self.lost_through:
             return None
-        return [frame for frame in self.window if frame.seq > last]
+        return [
+            entry.frame
+            for entry in self.entries
+            if entry.frame.seq > last
+            and (entry.broadcast if client_id is None else client_id in entry.clients)
+        ]
 
-    def resume(self, last: int) -> tuple[Outcome, list[OutgoingFrame]]:
+
+class Entry(NamedTuple):
+    """One message of a :class:`CommLog`."""
+
+    frame: OutgoingFrame
+    clients: Sequence[str]
+    broadcast: bool
+
+
+class SessionState:
+    """A session's own numbers (no I/O): what of its client's messages went to the kernel, and
+    what of it the client has been told; and since when it is in sync with its comm."""
+
+    def __init__(self, since: int) -> None:
+        self.since = since  # the comm's last seq when the client was last in sync with it
+        self.handed = 0  # the client's last message handed to the kernel
+        self.unacked = 0  # how many of those the client has not been told of yet
+
+    def resume(
+        self, log: CommLog, client_id: str, last: int
+    ) -> tuple[Outcome, list[OutgoingFrame]]:
         """A new connection whose client had every message up to ``last``: what it is told,
-        and the messages to send it before the live stream."""
-        missed = self.after(last)
-        self.acknowledged(last)
+        and the messages to send it before the live stream. After a reset it is in sync again
+        from the comm's latest message."""
+        missed = log.after(max(last, self.since), client_id)
         if missed is None:
-            self.lost_through = 0
-            self.window.clear()
-            self.window_size = 0
+            self.since = log.last
             return Outcome.RESET, []
         return Outcome.RESUMED, missed
 

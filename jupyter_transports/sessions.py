@@ -4,7 +4,9 @@ client to come back, and what is said when it cannot resume (see :mod:`.session`
 A :class:`Session` is the bridge's subscriber for one client across its connections: the router
 knows one client id, whatever connection carries it. While no connection does (it dropped
 without a close frame), the session lingers for ``timeout`` seconds, its comm stays open, and
-what the kernel sends waits in its window. A session key is a secret: it is never logged.
+what the kernel sends waits in the comm's :class:`~.session.CommLog`, which the bridge keeps
+for every comm with sessions or event streams on it. A session key is a secret: it is never
+logged.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from .errors import CloseCode
 from .framing import OutgoingFrame
 from .router import Subscriber
-from .session import ACK_DELAY, Outcome, Reason, SessionState, ack, hello
+from .session import ACK_DELAY, CommLog, Outcome, Reason, SessionState, ack, hello
 from .writer import Pieces, session_wire_pieces, websocket_frame
 
 if TYPE_CHECKING:
@@ -63,13 +64,15 @@ class Session:
         owner: Owner,
         subscriber: Subscriber,
         bridge: KernelBridge,
+        log: CommLog,
     ) -> None:
         self.store = store
         self.key = key  # (kernel id, session key)
         self.owner = owner
         self.subscriber = subscriber
         self.bridge = bridge
-        self.state = SessionState(store.window_bytes)
+        self.log = log
+        self.state = SessionState(log.last)
         self.connection: Connection | None = None
         self.closing: tuple[int, str] | None = None  # a close that happened while away
         self.ended = False
@@ -79,8 +82,7 @@ class Session:
     # -- the bridge's sink ---------------------------------------------------------------------
 
     def deliver(self, frame: OutgoingFrame) -> None:
-        self.state.sent(frame)
-        if self.connection is not None:
+        if self.connection is not None:  # the comm's log keeps it, for a resume
             self.connection.send_pieces(session_wire_pieces(frame))
 
     def close(self, code: CloseCode, reason: str) -> None:
@@ -105,7 +107,7 @@ class Session:
             old, self.connection = self.connection, None
             old.close(CloseCode.REPLACED, REPLACED)
         self._cancel_expiry()
-        outcome, missed = self.state.resume(last)
+        outcome, missed = self.state.resume(self.log, self.subscriber.id, last)
         reason = Reason.OVERFLOW if outcome is Outcome.RESET else None
         self._greet(connection, outcome, reason, missed)
 
@@ -119,7 +121,7 @@ class Session:
         self.connection = connection
         subscriber, state = self.subscriber, self.state
         greeting = hello(
-            outcome, subscriber.id, subscriber.comm_id, state.handed, state.window_bytes, reason
+            outcome, subscriber.id, subscriber.comm_id, state.handed, self.log.window_bytes, reason
         )
         connection.send_pieces((websocket_frame(greeting),))
         state.unacked = 0  # the hello said what was handed
@@ -176,6 +178,7 @@ class Session:
         connection, self.connection = self.connection, None
         self.store.forget(self, reason)
         self.bridge.leave(self.subscriber.id)  # its comm closes if it opened it
+        self.store.close_log(self.bridge, self.log)
         self.store.bridges.release(self.bridge)
         if connection is not None and code is not None:
             connection.close(code, why)
@@ -187,57 +190,39 @@ class Session:
 
 
 class EventHistory:
-    """A comm's recent messages, for event streams that reconnect with ``Last-Event-ID``.
+    """How event streams of a comm that reconnect with ``Last-Event-ID`` are given what they
+    missed: from the comm's log, kept from the first stream until ``timeout`` after the last.
 
-    A receive-only subscriber of the comm, made when the first stream attaches; it outlives the
-    last stream by the store's ``timeout``, keeping at most ``window_bytes`` of the latest
-    messages, which a reconnecting stream is given if they cover everything after its last
-    event. Messages addressed to particular clients (``transports.to``) are not kept: a stream
-    has a new client id at each connection.
+    Only messages that went to every client are given: a stream is a new client each time.
     """
 
     def __init__(
-        self,
-        store: SessionStore,
-        key: tuple[str, str],
-        subscriber: Subscriber,
-        bridge: KernelBridge,
-        since: int,
+        self, store: SessionStore, key: tuple[str, str], bridge: KernelBridge, log: CommLog
     ) -> None:
         self.store = store
         self.key = key  # (kernel id, comm id)
-        self.subscriber = subscriber
         self.bridge = bridge
-        self.since = since  # the comm's last seq before the history began
-        self.epoch = secrets.token_hex(4)
-        self.state = SessionState(store.window_bytes)
+        self.log = log
         self.streams = 0
         self.ended = False
         self._expiry: asyncio.TimerHandle | None = None
 
-    def deliver(self, frame: OutgoingFrame) -> None:
-        self.state.sent(frame)
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        self.end()
-
     def event_id(self, seq: int) -> str:
-        """The SSE id of the comm's message ``seq``: this history's epoch and the seq, so an id
-        from an earlier history (whose numbers a new bridge reuses) is never taken for ours."""
-        return f"{self.epoch}-{seq}"
+        """The SSE id of the comm's message ``seq``: the log's epoch and the seq, so an id from
+        an earlier log (whose numbers a new bridge reuses) is never taken for this one's."""
+        return f"{self.log.epoch}-{seq}"
 
-    def missed(self, last_event_id: str, now: int) -> list[OutgoingFrame] | Reason:
-        """What came after the event ``last_event_id`` (``now``: the comm's last seq), or why
-        the history cannot say. Nothing is acknowledged: the history serves every stream."""
+    def missed(self, last_event_id: str) -> list[OutgoingFrame] | Reason:
+        """What came after the event ``last_event_id``, or why the history cannot say."""
         epoch, _, number = last_event_id.partition("-")
         if not (number.isascii() and number.isdigit()):
             return Reason.UNKNOWN  # not an id this server gives
         last = int(number)
-        if epoch != self.epoch or last < self.since:
-            return Reason.EXPIRED  # from before what the history holds
-        if last > now:
+        if epoch != self.log.epoch or last < self.log.since:
+            return Reason.EXPIRED  # from before what the log holds
+        if last > self.log.last:
             return Reason.UNKNOWN  # not an id this comm gave
-        missed = self.state.after(last)
+        missed = self.log.after(last)
         return Reason.OVERFLOW if missed is None else missed
 
     def stream_started(self) -> None:
@@ -260,7 +245,7 @@ class EventHistory:
             self._expiry.cancel()
         if self.store.histories.get(self.key) is self:
             del self.store.histories[self.key]
-        self.bridge.leave(self.subscriber.id)
+        self.store.close_log(self.bridge, self.log)
         self.store.bridges.release(self.bridge)
 
 
@@ -300,7 +285,8 @@ class SessionStore:
         key = (kernel_id, session_key)
         self.tombstones.pop(key, None)
         self.bridges.hold(bridge)
-        session = self.live[key] = Session(self, key, owner, subscriber, bridge)
+        log = self.open_log(bridge, subscriber.comm_id)
+        session = self.live[key] = Session(self, key, owner, subscriber, bridge, log)
         self.log.debug("Session of client %s started", subscriber.id)
         return session
 
@@ -308,13 +294,30 @@ class SessionStore:
         """The comm's event history, begun now if it has none (the comm must exist)."""
         history = self.histories.get((kernel_id, comm_id))
         if history is None:
-            subscriber = Subscriber(uuid.uuid4().hex, comm_id, "", can_send=False, listed=False)
-            since = bridge.router.comms[comm_id].seq
-            history = EventHistory(self, (kernel_id, comm_id), subscriber, bridge, since)
-            bridge.attach(subscriber, history)
+            log = self.open_log(bridge, comm_id)
+            history = EventHistory(self, (kernel_id, comm_id), bridge, log)
             self.bridges.hold(bridge)
             self.histories[history.key] = history
         return history
+
+    def open_log(self, bridge: KernelBridge, comm_id: str) -> CommLog:
+        """The comm's log, begun now if it has none; kept until :meth:`close_log`."""
+        log = bridge.logs.get(comm_id)
+        if log is None:
+            comm = bridge.router.comms.get(comm_id)
+            since = comm.seq if comm is not None else 0  # a comm about to open has none yet
+            log = bridge.logs[comm_id] = CommLog(self.window_bytes, since)
+            log.epoch = secrets.token_hex(4)
+        log.users += 1
+        return log
+
+    def close_log(self, bridge: KernelBridge, log: CommLog) -> None:
+        """One user of the log is done with it; the last one stops the bridge keeping it."""
+        log.users -= 1
+        if log.users == 0:
+            for comm_id, kept in list(bridge.logs.items()):
+                if kept is log:
+                    del bridge.logs[comm_id]
 
     def forget(self, session: Session, reason: Reason) -> None:
         if self.live.get(session.key) is session:

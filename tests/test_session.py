@@ -12,6 +12,7 @@ from jupyter_transports.session import (
     ClientAck,
     ClientMessage,
     ClientSession,
+    CommLog,
     Hello,
     Outcome,
     OutOfOrder,
@@ -29,40 +30,55 @@ def frames(*seqs: int, size: int = 10) -> list[OutgoingFrame]:
     return [OutgoingFrame("x" * (size - 2), seq=seq) for seq in seqs]  # "xx…" is size bytes
 
 
-def test_the_window_keeps_what_is_not_acknowledged():
-    state = SessionState(window_bytes=1000)
-    for frame in frames(1, 2, 3, 5):  # 4 went to another client
-        state.sent(frame)
-    state.acknowledged(2)
-    assert [f.seq for f in state.window] == [3, 5]
-    assert state.window_size == 20
-    outcome, missed = state.resume(last=3)
+def logged(log: CommLog, *seqs: int, clients=("a", "b"), broadcast=True) -> None:
+    for frame in frames(*seqs):
+        log.add(frame, clients, broadcast)
+
+
+def test_the_log_keeps_each_message_once_with_whom_it_went_to():
+    log = CommLog(window_bytes=1000, since=0)
+    logged(log, 1, 2)
+    logged(log, 3, clients=("b",), broadcast=False)  # transports.to b alone
+    logged(log, 4)
+    state = SessionState(since=0)
+    outcome, missed = state.resume(log, "a", last=1)
+    assert outcome is Outcome.RESUMED
+    assert [f.seq for f in missed] == [2, 4]  # not 3: it was not for a
+    assert [f.seq for f in log.after(1)] == [2, 4]  # every client's, for event streams
+    assert log.size == 40 and log.last == 4
+
+
+def test_a_log_that_overflows_turns_the_next_resume_into_a_reset_then_goes_on():
+    log = CommLog(window_bytes=25, since=0)
+    logged(log, 1, 2, 3, 4)  # 40 bytes: the oldest two go
+    assert [entry.frame.seq for entry in log.entries] == [3, 4]
+    assert (log.size, log.lost_through) == (20, 2)
+    state = SessionState(since=0)
+    assert state.resume(log, "a", last=1) == (Outcome.RESET, [])
+    logged(log, 5)
+    outcome, missed = state.resume(log, "a", last=1)  # in sync since the reset: from 4 on
     assert outcome is Outcome.RESUMED
     assert [f.seq for f in missed] == [5]
 
 
-def test_a_window_that_overflows_turns_the_next_resume_into_a_reset():
-    state = SessionState(window_bytes=25)
-    for frame in frames(1, 2, 3, 4):  # 40 bytes: the oldest two go
-        state.sent(frame)
-    assert [f.seq for f in state.window] == [3, 4]
-    assert state.window_size == 20
-    outcome, missed = state.resume(last=1)
-    assert (outcome, missed) == (Outcome.RESET, [])
-    assert state.resume(last=4) == (Outcome.RESUMED, [])  # after the reset, live again
-
-
-def test_a_resume_past_what_was_lost_is_not_a_reset():
-    state = SessionState(window_bytes=25)
-    for frame in frames(1, 2, 3, 4):
-        state.sent(frame)
-    outcome, missed = state.resume(last=2)  # the client had what was lost (1, 2)
+def test_a_resume_past_what_was_dropped_is_not_a_reset():
+    log = CommLog(window_bytes=25, since=0)
+    logged(log, 1, 2, 3, 4)
+    outcome, missed = SessionState(since=0).resume(log, "a", last=2)  # it had 1 and 2
     assert outcome is Outcome.RESUMED
     assert [f.seq for f in missed] == [3, 4]
 
 
+def test_a_session_that_began_after_the_log_needs_nothing_from_before():
+    log = CommLog(window_bytes=25, since=0)
+    logged(log, 1, 2, 3, 4)  # 1 and 2 dropped, before the session began
+    outcome, missed = SessionState(since=4).resume(log, "a", last=0)
+    assert (outcome, missed) == (Outcome.RESUMED, [])
+    assert log.after(0) is None  # an event stream from before the log's drops cannot resume
+
+
 def test_each_client_message_reaches_the_kernel_once_and_gaps_are_refused():
-    state = SessionState(window_bytes=1000)
+    state = SessionState(since=0)
     assert [state.received(seq) for seq in (1, 2, 1, 2, 3)] == [True, True, False, False, True]
     with pytest.raises(OutOfOrder):
         state.received(5)
@@ -70,7 +86,7 @@ def test_each_client_message_reaches_the_kernel_once_and_gaps_are_refused():
 
 
 def test_acknowledgements_come_every_64_messages_and_none_when_nothing_is_new():
-    state = SessionState(window_bytes=1000)
+    state = SessionState(since=0)
     for seq in range(1, 64):
         state.received(seq)
         assert not state.ack_due()
@@ -82,7 +98,7 @@ def test_acknowledgements_come_every_64_messages_and_none_when_nothing_is_new():
 
 def test_client_and_server_agree_across_a_dropped_connection():
     """Both ends wired together by hand; the 'connection' drops frames in flight both ways."""
-    server, client = SessionState(window_bytes=10_000), ClientSession()
+    log, server, client = CommLog(window_bytes=10_000, since=0), SessionState(0), ClientSession()
     client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0, 1000)))
     delivered: list[int] = []
 
@@ -93,12 +109,12 @@ def test_client_and_server_agree_across_a_dropped_connection():
         if server.received(message.seq):
             delivered.append(message.data["n"])
     for frame in frames(1, 2, 3):  # the kernel sends 3; the client gets the first 1
-        server.sent(frame)
-    received = client.receive(envelope(server.window[0]))
+        log.add(frame, ("c",), True)
+    received = client.receive(envelope(log.entries[0].frame))
     assert received is not None and received.seq == 1
 
     # the connection drops; the client comes back with last=1
-    outcome, missed = server.resume(client.last)
+    outcome, missed = server.resume(log, "c", client.last)
     client.greeted(Hello.parse(hello(outcome, "c", "comm", server.handed, 10_000)))
     assert [m.seq for m in client.unwritten] == [4, 5]  # what the server has not
     for message in client.unwritten:
