@@ -30,6 +30,7 @@ copy. The WebSocket framing around it (RFC 6455) is :mod:`.writer`'s.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ Buffers = Sequence[Buffer]
 Frame = str | bytes
 
 _UINT32 = struct.Struct("!I")
+# Parts of a client's binary frame: every part costs the server and the kernel (a frame of a
+# million empty buffers held the server's loop for seconds); messages carry a few.
+MAX_PARTS = 1024
 
 
 class FrameMode(str, Enum):
@@ -96,6 +100,8 @@ def unpack_binary(frame: bytes) -> tuple[memoryview, list[memoryview]]:
     header_end = 4 * (n + 1)
     if n < 1 or header_end > len(view):
         raise BadFrame(f"binary frame declares {n} parts but cannot hold their offsets")
+    if n > MAX_PARTS:
+        raise BadFrame(f"binary frame of {n} parts: at most {MAX_PARTS} are taken")
     offsets = [*struct.unpack_from(f"!{n}I", view, 4), len(view)]
     if offsets[0] < header_end or any(a > b for a, b in pairwise(offsets)):
         raise BadFrame("binary frame offsets are out of order or out of range")
@@ -121,13 +127,17 @@ def decode_frame(frame: Frame, mode: FrameMode) -> tuple[Any, list[memoryview]]:
 def loads(text: str | bytes) -> Any:
     """JSON from a client; :class:`BadFrame` unless it is JSON a kernel can be sent.
 
+    Strict JSON only: ``NaN``, ``Infinity`` and numbers too large for a float (``1e999``), which
+    Python's parser takes, are refused, as is nesting deeper than the parser's recursion limit.
     JSON may spell a lone UTF-16 surrogate (``"\\ud800"``) that no UTF-8 encoder takes; it
     would fail only when the message is sent on to the kernel, so it is refused here.
     """
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except ValueError as e:
         raise BadFrame(f"not JSON: {e}") from e
+    except RecursionError:
+        raise BadFrame("JSON nested too deeply") from None
     escapes = b"\\u" if isinstance(text, bytes) else "\\u"
     if escapes in text:  # type: ignore[operator]
         try:
@@ -135,6 +145,17 @@ def loads(text: str | bytes) -> Any:
         except UnicodeEncodeError:
             raise BadFrame("JSON holds a lone surrogate, which is not text") from None
     return data
+
+
+def _not_a_number(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if math.isinf(value):
+        raise ValueError(f"{number[:20]} is too large for a float")
+    return value
 
 
 @dataclass

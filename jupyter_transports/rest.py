@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
@@ -24,6 +23,7 @@ COUNT = "count"
 TARGET_NAME = "target_name"
 CLIENTS = "clients"
 
+MAX_WAIT = 24 * 3600  # seconds: a REST call is no place to wait longer
 OPEN_DEFAULTS: dict[str, Any] = {DATA: {}, WAIT: 0}
 SEND_DEFAULTS: dict[str, Any] = {WAIT: 5, COUNT: 1}  # and DATA, which is required
 
@@ -88,8 +88,8 @@ def parse_body(body: bytes, defaults: dict[str, Any], *, max_bytes: int) -> dict
         raise BadRequest("body needs 'data'")
     fields = {**defaults, **parsed}
     wait = fields.get(WAIT)
-    if not _is_number(wait) or not math.isfinite(wait) or wait < 0:
-        raise BadRequest("'wait' must be a number of seconds >= 0")
+    if not _is_number(wait) or not 0 <= wait <= MAX_WAIT:
+        raise BadRequest(f"'wait' must be a number of seconds from 0 to {MAX_WAIT}")
     if COUNT in fields and not (_is_integer(fields[COUNT]) and fields[COUNT] >= 0):
         raise BadRequest("'count' must be an integer >= 0")
     return fields

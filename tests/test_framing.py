@@ -61,6 +61,11 @@ def test_one_encoding_for_all_recipients():
         struct.pack("!2I", 1, 8) + b"\xff",  # part 0 not UTF-8
         struct.pack("!2I", 1, 8) + b"{oops",  # part 0 not JSON
         '{"a": "\\ud800"}',  # a lone surrogate: JSON, but no text a kernel can take
+        "[NaN]",  # not strict JSON
+        '{"x": -Infinity}',
+        "[1e999]",  # too large for a float: would reach the kernel as "inf"
+        "[" * 1000 + "]" * 1000,  # deeper than the parser goes
+        struct.pack("!I", 100_000) + bytes(400_000),  # more parts than a message has
     ],
 )
 def test_undecodable_frames_are_client_faults(frame):

@@ -647,9 +647,13 @@ def test_parse_body_defaults_and_limits():
         b'{"data": 1, "wait": NaN}',
         b'{"data": 1, "wait": Infinity}',
         b'{"data": 1, "count": -1}',
+        b'{"data": 1, "wait": ' + b"1" * 400 + b"}",  # was an OverflowError: 500
+        b'{"data": 1, "wait": 1e300}',
+        b'{"data": [1e999]}',
+        b'{"data": ' + b"[" * 1000 + b"]" * 1000 + b"}",  # was a RecursionError: 500
     ):
         with pytest.raises(BadRequest):
-            rest.parse_body(bad, rest.SEND_DEFAULTS, max_bytes=100)
+            rest.parse_body(bad, rest.SEND_DEFAULTS, max_bytes=10_000)
 
 
 def test_sse_event_format():

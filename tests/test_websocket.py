@@ -146,7 +146,16 @@ async def test_unknown_target_closes_4404(open_comm):
 
 
 @pytest.mark.parametrize(
-    "frame", ["{not json", b"\x00\x00\x00\x05short", b"\x00\x00\x00\x01\x00\x00\x00\x08\xff"]
+    "frame",
+    [
+        "{not json",
+        b"\x00\x00\x00\x05short",
+        b"\x00\x00\x00\x01\x00\x00\x00\x08\xff",
+        "[" * 990 + "]" * 990,  # was a RecursionError: the socket aborted (1006)
+        "[NaN]",
+        b"\x00\x0f\x42\x40" + bytes(4_000_000),  # a million empty parts: held the loop 14 s
+    ],
+    ids=["not-json", "short", "not-utf8", "nested", "nan", "million-parts"],
 )
 async def test_undecodable_frame_closes_1007(open_comm, frame):
     comm = await open_comm("echo")
