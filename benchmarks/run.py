@@ -579,7 +579,7 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         "once by the kernel; CPU is the run time of all the server's and the kernel's threads "
         "over the burst (Linux schedstat). "
         '"bridge+session" is the bridge on a durable session (contract v2: numbered frames, which '
-        "the client, the project's `CommClient`, acknowledges every 64 messages or 100 ms), "
+        "the client, the project's `CommClient`, acknowledges a quarter of the window at a time), "
         'measured in the same rounds as the plain "bridge"; "session ÷ plain" is their ratio. In '
         f"fan-out, at N = {', '.join(map(str, FAN_OUT_SESSION))} plain and session sockets take "
         f"turns over {FAN_ROUNDS} bursts each (medians; lost: over all bursts; memory: from the "

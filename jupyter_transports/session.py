@@ -1,4 +1,4 @@
-"""Durable sessions: sequence numbers, acks, the window and the outcome of a resume (pure).
+"""Durable sessions: sequence numbers, acks, the comm's log and the outcome of a resume (pure).
 
 A session is one client's stay on one comm across several connections. Its wire is described
 byte for byte in ``docs/CONTRACT.md`` (v2, "Durable sessions").
@@ -22,11 +22,11 @@ Rules, in plain words:
    kernel once), and refuses a number that skips one (a client fault, close code 1002).
 5. The server acknowledges what it handed to the kernel at least every ``ACK_EVERY`` messages
    and within ``ACK_DELAY`` seconds of the first message not yet acknowledged; the hello of every
-   connection says what was handed so far, and how large the window is. The client acknowledges
-   what it received once it has a ``1 / CLIENT_ACK_FRACTION`` of the window unacknowledged, and
-   ``CLIENT_ACK_IDLE`` seconds after an unacknowledged message at the latest: often enough that
-   the window never drops what the client has, rarely enough that acknowledging costs the
-   server next to nothing (an acknowledgement costs it what hundreds of deliveries do).
+   connection says what was handed so far, and how large the log (``window``) is. The client
+   acknowledges what it received once it has a ``1 / CLIENT_ACK_FRACTION`` of the window
+   unacknowledged, and ``CLIENT_ACK_IDLE`` seconds after an unacknowledged message at the
+   latest: rarely, as an acknowledgement costs the server what hundreds of deliveries do. This
+   server's log keeps the comm's latest messages whatever the acknowledgements say.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Outcome(str, Enum):
     """What the first frame of a session connection says."""
 
     NEW = "new"  # no session by that id was known: it starts now
-    RESUMED = "resumed"  # the window replays what the client missed, then the live stream
+    RESUMED = "resumed"  # the log replays what the client missed, then the live stream
     RESET = "reset"  # not resumed (see Reason); the socket is on the comm, live from now
 
 
@@ -73,7 +73,7 @@ class Reason(str, Enum):
 
     UNKNOWN = "unknown"  # no such session (never made here, or forgotten long ago)
     EXPIRED = "expired"  # nobody resumed it within session_timeout
-    OVERFLOW = "overflow"  # the window lost messages the client had not acknowledged
+    OVERFLOW = "overflow"  # the log dropped messages the client had not received
     KERNEL_RESTARTED = "kernel_restarted"  # the kernel, and every comm with it, started anew
     CLOSED = "closed"  # the session ended: closed by its client or by the server
 

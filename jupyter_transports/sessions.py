@@ -91,7 +91,7 @@ class Session:
             self.end(Reason.KERNEL_RESTARTED, code, reason)
         elif self.connection is not None:
             self.end(Reason.CLOSED, code, reason)
-        else:  # told on resume, after what the window holds
+        else:  # told on resume, after what the log holds for it
             self.closing = (code, reason)
 
     # -- connections ---------------------------------------------------------------------------

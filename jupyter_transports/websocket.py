@@ -246,7 +246,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if self.bridge is not None:
             self.bridge.count_drop()
         if self.session is not None:
-            self.session.disconnected(self)  # its client may resume from the window
+            self.session.disconnected(self)  # its client may resume from the comm's log
         else:  # not from inside the bridge's delivery loop, which called us: on the next turn
             IOLoop.current().add_callback(self.release)
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
