@@ -39,6 +39,13 @@ class Channel:
         self.timeout = timeout
         self._endpoint = Endpoint(comm.send, lambda: self.handler, batch=batch)
         self._reader = asyncio.ensure_future(self._read())
+        if comm.resumable is not None:
+            comm.resumable.on_reset = self._reset
+
+    def _reset(self, reason: str) -> None:
+        """The session could not resume: an answer may be lost, and nobody can say which."""
+        lost = ConnectionLost(f"the channel's session was reset ({reason}) before the answer came")
+        self._endpoint.fail_pending(lost)
 
     @classmethod
     async def open(

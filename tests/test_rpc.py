@@ -545,6 +545,21 @@ async def test_client_sees_connection_lost_when_channel_closes(channel, kernel):
     assert ch.comm.close_code == 1000
 
 
+async def test_failing_the_pending_calls_keeps_the_conversation():
+    sent = []
+    endpoint = Endpoint(lambda data, buffers: sent.append(data), lambda: None, batch=False)
+    call = asyncio.ensure_future(endpoint.request("call", "f", [], timeout=None))
+    await asyncio.sleep(0)
+    endpoint.fail_pending(ConnectionLost("reset"))
+    with pytest.raises(ConnectionLost):
+        await call
+    assert endpoint.closed is None
+    again = asyncio.ensure_future(endpoint.request("call", "g", [], timeout=None))
+    await asyncio.sleep(0)
+    endpoint.receive({"rpc": "return", "id": sent[-1]["id"], "result": 7})
+    assert await again == 7
+
+
 def test_no_client_is_a_connection_error():
     assert issubclass(NoClient, ConnectionError) and issubclass(ConnectionLost, ConnectionError)
 

@@ -211,11 +211,16 @@ class Endpoint:
         if self.closed is not None:
             return
         self.closed = error
+        self.fail_pending(error)
+        for task in self._tasks:
+            task.cancel()
+
+    def fail_pending(self, error: BaseException) -> None:
+        """Fail every pending call with ``error`` (their answers may be lost); the
+        conversation goes on."""
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
-        for task in self._tasks:
-            task.cancel()
 
     @property
     def pending(self) -> int:

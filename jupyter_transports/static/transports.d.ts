@@ -182,7 +182,7 @@ export interface ChannelOptions extends ConnectOptions {
 
 /**
  * An RPC channel. On a durable session the calls in flight complete once across drops, and
- * reject with ConnectionLost only when the comm ends or its session is reset (not "overflow");
+ * reject with ConnectionLost only when the comm ends or its session is reset (any reason);
  * on a plain socket they reject at every drop.
  */
 export declare class Channel {

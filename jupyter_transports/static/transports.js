@@ -168,9 +168,9 @@ function redacted(url) {
 // -- durable sessions --------------------------------------------------------------------------
 // The client's half of CONTRACT.md, v2, "Durable sessions".
 
-// Acknowledge once a quarter of the session's window is unacknowledged (so the server never drops
-// what this client has), or 10 s after a message: an acknowledgement costs the server what
-// hundreds of deliveries do, so they are rare.
+// Acknowledge once a quarter of the window is unacknowledged, or 10 s after a message, as the
+// contract asks: an acknowledgement costs the server what hundreds of deliveries do, so they are
+// rare. (This server keeps the comm's latest messages whatever they say.)
 const ACK_FRACTION = 4;
 const ACK_IDLE = 10000; // ms
 const SESSION_ID_BYTES = 16; // 128 bits, 22 characters of URL-safe base64
@@ -696,8 +696,7 @@ function errorInfo(error) {
  * Uint8Array. After a dropped socket the channel comes back by itself. On a durable session
  * (the default) the calls in flight carry on across the drop and complete once; they reject with
  * ConnectionLost only if the comm ends or its session is reset (a kernel restart, say: then the
- * kernel has forgotten them). After an "overflow" reset the session lives on, but an answer the
- * server dropped never comes: such a call waits for its timeout. On a plain socket
+ * kernel has forgotten them; an "overflow": then an answer may have been dropped). On a plain socket
  * (`session: false`) the calls pending at a drop reject with ConnectionLost.
  *
  * Messages made in the same task (say, by `Promise.all` over many calls) leave as one comm
@@ -906,8 +905,8 @@ export class Channel {
 
   #reopened({ reconnected, resumed, reason }) {
     // A reset session is a new client on the kernel's side: the calls it had are forgotten.
-    // "overflow" keeps the session (and the calls; see the class's comment).
-    if (!this.comm.durable || !reconnected || resumed || reason === ResetReason.OVERFLOW) return;
+    // Any reset, "overflow" included, may have lost an answer: which, nobody can tell.
+    if (!this.comm.durable || !reconnected || resumed) return;
     this.#failAll(new ConnectionLost(`the channel's session was reset (${reason ?? "new"}) before the answer came`));
   }
 

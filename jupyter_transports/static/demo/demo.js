@@ -90,12 +90,19 @@ function update() {
   document.body.dataset.reconnects = Math.min(...sockets.map((socket) => socket?.reconnects ?? 0));
 }
 
-/** Open the channel, then attach to the model the kernel names. */
+/** Open the channel, then attach to the model the kernel names (or close the channel again:
+ * a retry opens a new one). */
 async function connect() {
   const next = await Channel.open({ ...connectOptions, name: CHANNEL_NAME, handler, timeout: 10000 });
   channel = next;
   watchChannel(next);
-  await attachModel();
+  try {
+    await attachModel();
+  } catch (error) {
+    channel = null;
+    next.close();
+    throw error;
+  }
 }
 
 function watchChannel(watched) {
@@ -125,7 +132,11 @@ async function recoverFromRestart() {
     await attachModel();
   } catch (error) {
     log(`the restarted kernel did not give the model: ${error.message}`, "error");
-    return; // the channel's close (the kernel refused it) or a retry takes over
+    const stale = channel;
+    channel = null;
+    stale?.close();
+    retryLater(); // from scratch, in a while
+    return;
   }
   kernelRestarted = false;
   notice("kernel restarted; reconnected");
