@@ -58,6 +58,20 @@ class TransportsExtension(ExtensionApp):
         that proxies keep it open.""",
     )
 
+    socket_ping_interval = Float(
+        10.0,
+        config=True,
+        help="""Seconds between the keep-alive pings of the extension's WebSockets (jupyter_server's
+        own sockets ping every 30 s). 0 disables them.""",
+    )
+    socket_ping_timeout = Float(
+        30.0,
+        config=True,
+        help="""Seconds without a pong after which a WebSocket counts as dead and is closed: a
+        connection lost without a word (no FIN) is noticed then, and a durable session starts
+        waiting for its client (session_timeout) rather than a TCP timeout deciding.""",
+    )
+
     subshell_targets = List(
         Unicode(),
         config=True,

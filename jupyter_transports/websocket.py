@@ -57,6 +57,16 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
 
     @property
+    def ping_interval(self) -> float:
+        """Milliseconds between keep-alive pings (``socket_ping_interval``)."""
+        return 1000 * self.extensionapp.socket_ping_interval  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def ping_timeout(self) -> float:
+        """Milliseconds without a pong before the socket counts as dead."""
+        return 1000 * self.extensionapp.socket_ping_timeout  # type: ignore[attr-defined,no-any-return]
+
+    @property
     def max_message_size(self) -> int:
         return self.extensionapp.max_message_bytes  # type: ignore[attr-defined,no-any-return]
 
@@ -206,6 +216,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     def on_close(self) -> None:
         self.log.debug("Client %s of comm %s closed", self.client.id, self.client.comm_id)
+        if self.ping_callback is not None:  # it would hold this handler until its next tick
+            self.ping_callback.stop()
         if self.session is not None:
             if self.close_code is None and not self.closed_by_server:
                 self.session.disconnected(self)  # no close frame (or one without a code)
@@ -252,15 +264,21 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close with ``code``; without one, the keep-alive found the connection dead (the
+        network failed, not the client): a session waits for its client, and the connection is
+        dropped at once rather than after a close handshake nobody will answer."""
         self.closed_by_server = True
-        if code is None and self.session is not None:
-            # a keep-alive that timed out: the network, not the client, failed
+        dead = code is None
+        if dead and self.session is not None:
             self.session.disconnected(self)
         if self.writer is not None:  # what was delivered before goes out before the close frame
             self.writer.close()
         if reason is not None:
             reason = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+        connection = self.ws_connection
         super().close(code, reason)
+        if dead and connection is not None and connection.stream is not None:
+            connection.stream.close()
 
 
 class NewCommHandler(CommSocketHandler):
