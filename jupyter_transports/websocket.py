@@ -8,6 +8,7 @@ socket with ``?session_key=`` carries a durable session (:mod:`.sessions`), whic
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from jupyter_core.utils import ensure_async
@@ -55,6 +56,19 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     def set_default_headers(self) -> None:
         """Jupyter's default headers (CSP and the like) do not apply to a socket."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A refused handshake is answered in plain text: jupyter_server's error page needs the
+        request's user, which a request refused before authentication (a path that is not
+        UTF-8, say) does not have."""
+        error = kwargs.get("exc_info", (None, None))[1]
+        message = error.log_message if isinstance(error, web.HTTPError) else None
+        try:
+            phrase = HTTPStatus(status_code).phrase
+        except ValueError:  # a status of no standard's
+            phrase = ""
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(f"{status_code} {phrase}: {message or ''}")
 
     @property
     def ping_interval(self) -> float:

@@ -306,3 +306,16 @@ async def test_origin_checked_for_cookie_auth_as_jupyter_does(
     await same_origin.send("cookie ok")
     assert await recv(same_origin) == "cookie ok"
     await same_origin.close()
+
+
+@pytest.mark.parametrize("tail", ["comms/%FF", "targets/%FF", "targets/echo?token=%FF"])
+async def test_undecodable_paths_are_400_without_a_traceback(
+    server_url, token, kernel, caplog, tail
+):
+    url = f"{comm_url(server_url, kernel.id)}/{tail}"
+    if "?" not in tail:
+        url += f"?token={token}"
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(url)
+    assert info.value.response.status_code == 400
+    assert "Traceback" not in caplog.text
