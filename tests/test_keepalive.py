@@ -3,54 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from jupyter_transports.client import CommClient
 
 from .conftest import TIMEOUT
-
-
-class FreezingProxy:
-    """Forwards TCP connections until :meth:`freeze`, then swallows everything both ways and
-    closes nothing: a network that went away (a laptop asleep, a cable pulled)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.frozen = False
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]  # type: ignore[no-any-return]
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.writers += [writer, up_writer]
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                if not self.frozen:
-                    writer.write(data)
-                    await writer.drain()
-
-    def close(self) -> None:
-        for writer in self.writers:
-            writer.transport.abort()
-        self.server.close()
+from .proxies import Proxy, proxied
 
 
 @pytest.fixture
 def frozen_url(server_url, jp_asyncio_loop):
-    parts = urlsplit(server_url)
-    proxy = FreezingProxy(parts.hostname, parts.port)
-    port = jp_asyncio_loop.run_until_complete(proxy.start())
-    yield proxy, urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
-    proxy.close()
+    """(a proxy that can go silent, the server's URL through it)."""
+    yield from proxied(server_url, jp_asyncio_loop, Proxy)
 
 
 @pytest.mark.parametrize(

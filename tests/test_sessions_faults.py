@@ -4,9 +4,7 @@ again and again while numbered messages flow, and the Python client resumes ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -14,6 +12,7 @@ from jupyter_transports.client import CommClient
 from jupyter_transports.rpc_client import Channel
 
 from .conftest import TIMEOUT
+from .proxies import CuttingProxy, proxied
 
 MESSAGES = 10_000
 CUTS = 50
@@ -48,59 +47,10 @@ rpc = _Channel("counted", Counted())
 """
 
 
-class CuttingProxy:
-    """Forwards TCP connections to ``target``; :meth:`cut` aborts every one of them at once,
-    both sides, with no close frame and no FIN: what a dead network looks like to each end."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
-        self.cuts = 0
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]  # type: ignore[no-any-return]
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        link = (writer, up_writer)
-        self.links.add(link)
-        try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        finally:
-            self.links.discard(link)
-            for end in link:
-                end.transport.abort()
-
-    def cut(self) -> bool:
-        """Cut every connection; whether there was one (``cuts`` counts those that cut)."""
-        links = list(self.links)
-        for link in links:
-            for end in link:
-                end.transport.abort()
-        self.cuts += bool(links)
-        return bool(links)
-
-    def close(self) -> None:
-        self.cut()
-        self.server.close()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-
-
 @pytest.fixture
 def proxied_url(server_url, jp_asyncio_loop):
     """(a cutting proxy, the server's URL through it)."""
-    parts = urlsplit(server_url)
-    proxy = CuttingProxy(parts.hostname, parts.port)
-    port = jp_asyncio_loop.run_until_complete(proxy.start())
-    yield proxy, urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
-    proxy.close()
+    yield from proxied(server_url, jp_asyncio_loop, CuttingProxy)
 
 
 async def test_kernel_to_client_survives_50_cuts(kernel, token, proxied_url):

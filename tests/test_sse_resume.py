@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from .conftest import TIMEOUT
+from .proxies import CuttingProxy, proxied
 from .test_browser import WAIT_MS, chromium, new_page
 from .test_browser import pytestmark as browser_marks
-from .test_sessions_faults import CuttingProxy
 
 SEND = (
     "from comm import get_comm_manager\n"
@@ -117,11 +117,7 @@ async def test_an_unknown_last_event_id_is_told_reset(
 
 @pytest.fixture
 def proxy(server_url, jp_asyncio_loop):
-    url = urlsplit(server_url)
-    proxy = CuttingProxy(url.hostname, url.port)
-    port = jp_asyncio_loop.run_until_complete(proxy.start())
-    yield proxy, server_url.replace(url.netloc, f"127.0.0.1:{port}")
-    proxy.close()
+    yield from proxied(server_url, jp_asyncio_loop, CuttingProxy)
 
 
 @pytest.mark.parametrize("_", [pytest.param(None, marks=browser_marks)])
