@@ -176,7 +176,7 @@ class EventsHandler(TransportsAPIHandler):
             bridge.attach(self.client, self)
             self.bridge_in_use = bridge
             try:
-                self.begin(bridge.router.comms[comm_id].seq)
+                self.begin()
                 await self.keep_alive()
             finally:
                 self.bridge_in_use = None
@@ -186,12 +186,12 @@ class EventsHandler(TransportsAPIHandler):
         if not self.writer.stream.closed():
             self.finish(set_content_type=sse.CONTENT_TYPE)
 
-    def begin(self, seq: int) -> None:
+    def begin(self) -> None:
         """The open event, then what a reconnecting stream missed (or a reset), in one go: the
-        live stream follows with no gap and no repeat. ``seq``: the comm's last so far."""
+        live stream follows with no gap and no repeat."""
         opened = dumps({"comm_id": self.client.comm_id})
         last_id = self.request.headers.get(sse.LAST_EVENT_ID)
-        now = self.history.event_id(seq)
+        now = self.history.event_id(self.history.log.last)  # the comm's last message so far
         if last_id is None:
             self.send(sse.event(opened, sse.OPEN, now))
             return

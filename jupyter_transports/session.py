@@ -103,7 +103,7 @@ class ClientAck:
 class CommLog:
     """The latest messages of one comm, for the sessions and event streams on it (no I/O)."""
 
-    def __init__(self, window_bytes: int, since: int) -> None:
+    def __init__(self, window_bytes: int, since: int, epoch: str = "") -> None:
         self.window_bytes = window_bytes
         self.since = since  # the comm's last seq before the log began
         self.last = since  # the comm's last seq so far
@@ -111,7 +111,7 @@ class CommLog:
         self.size = 0  # their bytes
         self.lost_through = 0  # the highest seq dropped
         self.users = 0  # sessions and event histories that keep the log
-        self.epoch = ""  # what tells this log's event ids from an earlier log's
+        self.epoch = epoch  # what tells this log's event ids from an earlier log's
 
     def add(self, frame: OutgoingFrame, clients: Sequence[str], broadcast: bool) -> None:
         """``frame`` went to ``clients`` (to every client of the comm, if ``broadcast``)."""

@@ -178,7 +178,7 @@ class Session:
         connection, self.connection = self.connection, None
         self.store.forget(self, reason)
         self.bridge.leave(self.subscriber.id)  # its comm closes if it opened it
-        self.store.close_log(self.bridge, self.log)
+        self.store.close_log(self.bridge, self.subscriber.comm_id, self.log)
         self.store.bridges.release(self.bridge)
         if connection is not None and code is not None:
             connection.close(code, why)
@@ -245,7 +245,7 @@ class EventHistory:
             self._expiry.cancel()
         if self.store.histories.get(self.key) is self:
             del self.store.histories[self.key]
-        self.store.close_log(self.bridge, self.log)
+        self.store.close_log(self.bridge, self.key[1], self.log)
         self.store.bridges.release(self.bridge)
 
 
@@ -306,18 +306,17 @@ class SessionStore:
         if log is None:
             comm = bridge.router.comms.get(comm_id)
             since = comm.seq if comm is not None else 0  # a comm about to open has none yet
-            log = bridge.logs[comm_id] = CommLog(self.window_bytes, since)
-            log.epoch = secrets.token_hex(4)
+            log = CommLog(self.window_bytes, since, secrets.token_hex(4))
+            bridge.logs[comm_id] = log
         log.users += 1
         return log
 
-    def close_log(self, bridge: KernelBridge, log: CommLog) -> None:
-        """One user of the log is done with it; the last one stops the bridge keeping it."""
+    def close_log(self, bridge: KernelBridge, comm_id: str, log: CommLog) -> None:
+        """One user of the comm's log is done with it; the last one stops the bridge keeping
+        it."""
         log.users -= 1
-        if log.users == 0:
-            for comm_id, kept in list(bridge.logs.items()):
-                if kept is log:
-                    del bridge.logs[comm_id]
+        if log.users == 0 and bridge.logs.get(comm_id) is log:
+            del bridge.logs[comm_id]
 
     def forget(self, session: Session, reason: Reason) -> None:
         if self.live.get(session.key) is session:
