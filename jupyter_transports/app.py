@@ -62,7 +62,7 @@ class TransportsExtension(ExtensionApp):
         10.0,
         config=True,
         help="""Seconds between the keep-alive pings of the extension's WebSockets (jupyter_server's
-        own sockets ping every 30 s). 0 disables them.""",
+        own sockets ping every 30 s), and of a gateway kernel's connection. 0 disables them.""",
     )
     socket_ping_timeout = Float(
         30.0,
@@ -70,6 +70,14 @@ class TransportsExtension(ExtensionApp):
         help="""Seconds without a pong after which a WebSocket counts as dead and is closed: a
         connection lost without a word (no FIN) is noticed then, and a durable session starts
         waiting for its client (session_timeout) rather than a TCP timeout deciding.""",
+    )
+
+    bridge_idle_timeout = Float(
+        5.0,
+        config=True,
+        help="""Seconds a kernel's bridge (its kernel connection, a gateway kernel's WebSocket)
+        stays open after its last socket, stream or REST call left, so that the next one reuses
+        it rather than connecting anew. 0 closes it at once.""",
     )
 
     subshell_targets = List(
@@ -128,6 +136,9 @@ class TransportsExtension(ExtensionApp):
             event_logger=self.serverapp.event_logger,
             subshell_targets=self.subshell_targets,
             record_activity=self.record_kernel_activity,
+            idle_timeout=self.bridge_idle_timeout,
+            ping_interval=self.socket_ping_interval,
+            ping_timeout=self.socket_ping_timeout,
         )
         self.sessions = SessionStore(
             self.bridges,

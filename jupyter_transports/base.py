@@ -63,8 +63,11 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
     def sessions(self) -> SessionStore:
         return self.extensionapp.sessions  # type: ignore[attr-defined,no-any-return]
 
-    def check_kernel(self, kernel_id: str) -> None:
-        if not self.bridges.kernel_exists(kernel_id):
+    async def check_kernel(self, kernel_id: str) -> None:
+        """404 for an unknown kernel (a gateway kernel of another server's is adopted)."""
+        with self.http_errors():
+            found = await self.bridges.find_kernel(kernel_id)
+        if not found:
             raise web.HTTPError(404, f"no kernel {kernel_id}")
 
     def check_target(self, target_name: str) -> None:

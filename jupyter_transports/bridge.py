@@ -24,9 +24,21 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from .channels import KernelChannels
-from .errors import CloseCode, CommNotFound, KernelFault, KernelTimeout
+from .errors import (
+    KERNEL_DIED,
+    KERNEL_RESTARTING,
+    KERNEL_SHUT_DOWN,
+    CloseCode,
+    CommNotFound,
+    KernelFault,
+    KernelGone,
+    KernelTimeout,
+)
 from .framing import Buffers, OutgoingFrame
 from .protocol import (
+    BUSY,
+    COMM_CLOSE,
+    COMM_ID_HEADER,
     COMM_INFO_REQUEST,
     COMM_MSG_TYPES,
     CREATE_SUBSHELL_REQUEST,
@@ -35,6 +47,7 @@ from .protocol import (
     KERNEL_INFO_REQUEST,
     SHUTDOWN_REPLY,
     STATUS,
+    SUBSHELL_ID_HEADER,
     SUBSHELLS_FEATURE,
 )
 from .router import Action, Close, Deliver, KernelCommMessage, Router, Subscriber, ToKernel
@@ -45,9 +58,6 @@ from .stats import KernelStats
 # finish handling a message (``settled``).
 IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY, STATUS}
 
-KERNEL_RESTARTING = "kernel restarting"
-KERNEL_SHUT_DOWN = "kernel shut down"
-KERNEL_DIED = "kernel died"
 SERVER_STOPPING = "server stopping"
 BRIDGE_FAILED = "bridge to the kernel failed"
 
@@ -86,6 +96,7 @@ class KernelBridge:
         self.sinks: dict[str, Sink] = {}
         self.logs: dict[str, CommLog] = {}  # of comms with sessions or event streams, by comm id
         self.users = 0
+        self.idle_since: float | None = None  # loop time its last user left, while unused
         self.closed = False
         self._on_closed = on_closed
         self.stats = stats if stats is not None else KernelStats()
@@ -121,9 +132,16 @@ class KernelBridge:
             return None
         return subshell_id
 
-    def _subshell_for(self, target_name: str) -> str | None:
-        """The subshell that serves comms to this target: the bridge's, if the target opted in."""
-        return self.subshell_id if target_name in self.subshell_targets else None
+    def _header(self, action: ToKernel) -> dict[str, str] | None:
+        """Extra header fields of a message to the kernel: the subshell that serves comms to
+        its target (the bridge's, if the target opted in); a comm_close's comm, for the other
+        servers on this kernel (see :meth:`_closing_seen`)."""
+        header = {}
+        if self.subshell_id is not None and action.target_name in self.subshell_targets:
+            header[SUBSHELL_ID_HEADER] = self.subshell_id
+        if action.msg_type == COMM_CLOSE:
+            header[COMM_ID_HEADER] = action.content["comm_id"]
+        return header or None
 
     # -- subscribers ---------------------------------------------------------------------------
 
@@ -245,12 +263,24 @@ class KernelBridge:
             if msg_type in COMM_MSG_TYPES:
                 self.perform(self.router.from_kernel(KernelCommMessage.from_jupyter(msg)))
             elif msg_type == STATUS:
-                if msg["content"].get("execution_state") == IDLE:
-                    self._handled(msg["parent_header"].get("msg_id"))
+                state = msg["content"].get("execution_state")
+                parent = msg["parent_header"]
+                if state == IDLE:
+                    self._handled(parent.get("msg_id"))
+                elif state == BUSY and parent.get("msg_type") == COMM_CLOSE:
+                    self._closing_seen(parent)
             elif msg_type == SHUTDOWN_REPLY:
                 restart = msg["content"].get("restart")
                 self.kernel_gone(*_restart_or_shutdown(restart))
                 return
+
+    def _closing_seen(self, parent: Mapping[str, Any]) -> None:
+        """The kernel handles a comm_close: one sent through another server on this kernel
+        (a gateway kernel's) ends that comm here too. Such a comm_close names its comm in
+        its header, which the kernel copies into the parent header of its status."""
+        comm_id = parent.get(COMM_ID_HEADER)
+        if isinstance(comm_id, str):
+            self.perform(self.router.closed_elsewhere(comm_id))
 
     def _handled(self, msg_id: str | None) -> None:
         """The kernel has handled the message ``msg_id`` (its iopub ``status: idle``)."""
@@ -276,7 +306,9 @@ class KernelBridge:
         if task.cancelled() or self.closed:
             return
         error = task.exception()
-        if error is not None:
+        if isinstance(error, KernelGone):  # seen by a gateway kernel's channels
+            self.kernel_gone(error.close_code, error.reason)
+        elif error is not None:
             self.log.error("Bridge to kernel %s failed", self.kernel_id, exc_info=error)
             self.kernel_gone(CloseCode.BRIDGE_FAILED, BRIDGE_FAILED)
 
@@ -300,14 +332,13 @@ class KernelBridge:
                 if sink is not None:
                     sink.close(action.code, action.reason)
             elif isinstance(action, ToKernel):
-                subshell_id = self._subshell_for(action.target_name)
                 sent.append(
                     self.channels.send(
                         action.msg_type,
                         action.content,
                         action.metadata,
                         action.buffers,
-                        subshell_id,
+                        self._header(action),
                     )
                 )
         return sent

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+# Close reasons of a kernel's end, whoever learns of it (the kernel manager, the channels)
+KERNEL_RESTARTING = "kernel restarting"
+KERNEL_SHUT_DOWN = "kernel shut down"
+KERNEL_DIED = "kernel died"
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes of the contract."""
@@ -77,3 +82,22 @@ class KernelTimeout(KernelFault):
     """The kernel did not answer within ``kernel_timeout``."""
 
     status = 504
+
+
+class KernelGone(KernelFault):
+    """The kernel restarted, shut down or died, as its channels found out (a gateway kernel,
+    whose manager lives in the gateway)."""
+
+    def __init__(self, close_code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+
+
+class GatewayError(KernelFault):
+    """The gateway refused the kernel's connection (502, or 404 for a kernel it does not have),
+    or could not be reached (503)."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status

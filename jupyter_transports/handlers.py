@@ -50,7 +50,7 @@ class TransportsAPIHandler(TransportsHandlerMixin, APIHandler):
     @asynccontextmanager
     async def bridge(self, kernel_id: str) -> AsyncIterator[KernelBridge]:
         """Hold the kernel's bridge for one call; 404 for an unknown kernel."""
-        self.check_kernel(kernel_id)
+        await self.check_kernel(kernel_id)
         with self.http_errors():
             async with self.bridges.using(kernel_id) as bridge:
                 yield bridge

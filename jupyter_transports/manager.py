@@ -6,6 +6,10 @@ kernel manager's restart callbacks and listens to its kernel-action events, so t
 of restarts, deaths and shutdowns; hands jupyter_server's activity record of a bridged kernel to
 the bridge (:mod:`.activity`); and keeps the per-kernel state that outlives a bridge (its
 traffic counters).
+
+With a gateway, several servers may serve one kernel: a server adopts a gateway kernel that
+another one started on first use (jupyter_server lists only the kernels it started), and hands
+it back untouched when it stops, rather than shutting it down with its own.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from jupyter_server.gateway.managers import GatewayMappingKernelManager
+from tornado import web
+
 from .activity import ActivityRecorder
-from .bridge import IOPUB_TYPES, KERNEL_RESTARTING, KERNEL_SHUT_DOWN, KernelBridge
+from .bridge import IOPUB_TYPES, KernelBridge
 from .channels import open_channels
-from .errors import CloseCode, KernelFault
+from .errors import KERNEL_RESTARTING, KERNEL_SHUT_DOWN, CloseCode, GatewayError, KernelFault
 from .router import Router
 from .stats import KernelStats
 
@@ -39,9 +46,16 @@ class BridgeManager:
         event_logger: Any = None,
         subshell_targets: Collection[str] = (),
         record_activity: bool = True,
+        idle_timeout: float = 0,
+        ping_interval: float = 0,
+        ping_timeout: float | None = None,
     ) -> None:
         self.kernel_manager = kernel_manager
         self.kernel_timeout = kernel_timeout
+        self.idle_timeout = idle_timeout  # seconds an unused bridge stays open
+        # a gateway kernel's connection: tornado waits for a pong at most until the next ping
+        self.ping = (ping_interval, min(ping_timeout or ping_interval, ping_interval))
+        self.adopted: set[str] = set()  # gateway kernels another server started
         self.subshell_targets = frozenset(subshell_targets)
         self.record_activity = record_activity
         self._recorders: dict[str, ActivityRecorder] = {}  # kernels whose activity bridges record
@@ -58,6 +72,24 @@ class BridgeManager:
     def kernel_exists(self, kernel_id: str) -> bool:
         return kernel_id in self.kernel_manager
 
+    async def find_kernel(self, kernel_id: str) -> bool:
+        """Whether the kernel exists; a gateway kernel that another server started is adopted."""
+        if self.kernel_exists(kernel_id):
+            return True
+        if not isinstance(self.kernel_manager, GatewayMappingKernelManager):
+            return False
+        try:
+            await self.kernel_manager.start_kernel(kernel_id=kernel_id)  # connects, no start
+        except web.HTTPError as e:
+            raise GatewayError(f"the gateway could not be asked for the kernel: {e}") from e
+        adopted: Any = self.kernel_manager.get_kernel(kernel_id)
+        if adopted.kernel is None:  # its model: the gateway has no such kernel
+            self.kernel_manager.remove_kernel(kernel_id)
+            return False
+        self.adopted.add(kernel_id)
+        self.log.info("Adopted gateway kernel %s, started by another server", kernel_id)
+        return True
+
     async def acquire(self, kernel_id: str) -> KernelBridge:
         """The kernel's bridge, started if need be; hold it until :meth:`release`."""
         bridge = self.bridges.get(kernel_id)
@@ -68,6 +100,7 @@ class BridgeManager:
                 starting.add_done_callback(lambda _: self._starting.pop(kernel_id, None))
             bridge = await asyncio.shield(starting)
         bridge.users += 1
+        bridge.idle_since = None
         return bridge
 
     def hold(self, bridge: KernelBridge) -> None:
@@ -75,8 +108,20 @@ class BridgeManager:
         bridge.users += 1
 
     def release(self, bridge: KernelBridge) -> None:
+        """Let go of a bridge; unused for ``idle_timeout`` seconds, it closes."""
         bridge.users -= 1
-        if bridge.users <= 0:
+        if bridge.users > 0:
+            return
+        if self.idle_timeout <= 0:
+            bridge.close()
+            return
+        loop = asyncio.get_running_loop()
+        idle_since = bridge.idle_since = loop.time()
+        loop.call_later(self.idle_timeout, self._close_if_idle, bridge, idle_since)
+
+    @staticmethod
+    def _close_if_idle(bridge: KernelBridge, idle_since: float) -> None:
+        if bridge.users <= 0 and bridge.idle_since == idle_since:
             bridge.close()
 
     @asynccontextmanager
@@ -100,10 +145,14 @@ class BridgeManager:
             if not recorder.take_over():
                 recorder = None
         channels = open_channels(
-            kernel.client(session=session),
+            kernel,
+            session,
+            log=self.log,
             iopub_types=IOPUB_TYPES,
             control=bool(self.subshell_targets),
             observe_iopub=recorder.record if recorder is not None else None,
+            ping_interval=self.ping[0],
+            ping_timeout=self.ping[1],
         )
         bridge = KernelBridge(
             kernel_id,
@@ -190,11 +239,14 @@ class BridgeManager:
         return status
 
     def stop(self) -> None:
-        """The server stops: close every bridge's comms and sockets."""
+        """The server stops: close every bridge's comms and sockets; forget adopted kernels,
+        which jupyter_server would shut down with its own."""
         for bridge in list(self.bridges.values()):
             bridge.server_stopping()
         for task in self._starting.values():
             task.cancel()
+        for kernel_id in self.adopted:
+            self.kernel_manager.remove_kernel(kernel_id)
         if self.event_logger is not None:
             self.event_logger.remove_listener(
                 schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action

@@ -20,6 +20,8 @@ SHUTDOWN_REPLY = "shutdown_reply"
 CREATE_SUBSHELL_REQUEST = "create_subshell_request"  # JEP 91, on the control channel
 DELETE_SUBSHELL_REQUEST = "delete_subshell_request"
 SUBSHELLS_FEATURE = "kernel subshells"  # in kernel_info_reply's supported_features
+SUBSHELL_ID_HEADER = "subshell_id"  # JEP 91: the subshell a shell message is for
+COMM_ID_HEADER = "comm_id"  # the comm a bridge's comm_close ends (read by other servers)
 
 # A kernel's execution_state, as its iopub status messages say it
 BUSY = "busy"

@@ -18,6 +18,7 @@ Rules, in plain words:
 4. When a comm ends, every client attached to it is closed, and forgotten at once: a ``Close``
    action is the router's last word about that client.
 5. A ``comm_close`` from the kernel in answer to the ``comm_open`` (its parent) is a refusal.
+   A comm closed through another server on the same kernel ends as if the kernel closed it.
 6. A client may also send one message without attaching (a REST call) and collect the kernel's
    replies to it: the comm messages whose parent is that message (and, if ``transports.to`` is
    set, that name it), at most the number it asked for. Its collection ends with a ``Close``, as
@@ -46,6 +47,7 @@ from .protocol import (
 CLOSED_BY_KERNEL = "comm closed by the kernel"
 CLOSED_BY_OWNER = "comm closed by the client that opened it"
 CLOSED_BY_REQUEST = "comm closed by request"
+CLOSED_ELSEWHERE = "comm closed through another server"
 REFUSED_BY_KERNEL = "the kernel refused the comm"
 REPLIES_COMPLETE = "every expected reply arrived"
 
@@ -272,6 +274,11 @@ class Router:
                     actions += [Deliver(recipients, frame, comm_id, to is None), *done]
             return actions + self._close_all(comm, CLOSED_BY_KERNEL)
         return []
+
+    def closed_elsewhere(self, comm_id: str) -> list[Action]:
+        """Another server on this kernel closed the comm (the kernel says nothing of it)."""
+        comm = self.comms.pop(comm_id, None)
+        return [] if comm is None else self._close_all(comm, CLOSED_ELSEWHERE)
 
     def kernel_gone(self, code: CloseCode, reason: str) -> list[Action]:
         """The kernel restarted, shut down or died: every comm is gone with it."""

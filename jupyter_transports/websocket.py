@@ -87,7 +87,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     def get_compression_options(self) -> dict[str, Any] | None:
         return self.settings.get("websocket_compression_options")
 
-    def parse_common(self, kernel_id: str) -> None:
+    async def parse_common(self, kernel_id: str) -> None:
         """Checks and parameters shared by both endpoints, before any upgrade. A live session
         resumes even if its kernel is gone: it is told how, after what was waiting for it."""
         frames = self.get_query_argument(FRAMES_PARAM, FrameMode.JSON.value)
@@ -100,7 +100,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if self.session_key is not None:
             self.parse_session()
         if self.resuming is None:
-            self.check_kernel(kernel_id)
+            await self.check_kernel(kernel_id)
 
     def parse_session(self) -> None:
         """The session parameters; 403 if the session is someone else's."""
@@ -301,7 +301,7 @@ class NewCommHandler(CommSocketHandler):
     @ws_authenticated
     @authorized(EXECUTE, resource=AUTH_RESOURCE)
     async def get(self, kernel_id: str, target_name: str) -> None:  # type: ignore[override]
-        self.parse_common(kernel_id)
+        await self.parse_common(kernel_id)
         self.check_target(target_name)
         self.target_name = target_name
         self.data = self.parse_data()
@@ -335,7 +335,7 @@ class AttachHandler(CommSocketHandler):
     @ws_authenticated
     @authorized(READ, resource=AUTH_RESOURCE)
     async def get(self, kernel_id: str, comm_id: str) -> None:  # type: ignore[override]
-        self.parse_common(kernel_id)
+        await self.parse_common(kernel_id)
         can_send = await ensure_async(
             self.authorizer.is_authorized(self, self.current_user, EXECUTE, AUTH_RESOURCE)
         )

@@ -25,8 +25,8 @@ class FakeChannels:
         await _forever()
         raise AssertionError
 
-    def send(self, msg_type, content, metadata=None, buffers=(), subshell_id=None) -> str:
-        self.sent.append((msg_type, subshell_id))
+    def send(self, msg_type, content, metadata=None, buffers=(), header=None) -> str:
+        self.sent.append((msg_type, (header or {}).get("subshell_id")))
         return f"msg-{len(self.sent)}"
 
     async def request(self, msg_type, content, timeout) -> dict[str, Any]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from queue import Empty
 from typing import Any
 
 import pytest
+from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
 
 from jupyter_transports.channels.base import WAKEUP_GUARD, ClientChannels, next_msg
+from jupyter_transports.channels.gateway import split_v1
 from jupyter_transports.errors import KernelFault
 
 
@@ -63,3 +66,30 @@ async def test_failed_channels_fail_pending_requests():
         await pending
     with pytest.raises(KernelFault, match="gone"):
         await channels.request("comm_info_request", {}, timeout=5)
+
+
+# -- a gateway's v1 binary subprotocol -------------------------------------------------------
+
+
+def test_v1_messages_split_into_views_of_jupyter_servers_own_layout():
+    parts = [b'{"msg_type": "comm_msg"}', b"{}", b"{}", b'{"data": 1}', b"\x00" * 70_000, b""]
+    message = serialize_msg_to_ws_v1(parts, "iopub")
+    channel, views = split_v1(message)
+    assert channel == "iopub"
+    assert [bytes(view) for view in views] == parts
+    assert all(view.obj is message for view in views)  # no copy of a buffer
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"",
+        (1).to_bytes(8, "little") + b"x" * 8,  # one offset: no channel
+        (3).to_bytes(8, "little") + (99).to_bytes(8, "little") * 3,  # offsets past the end
+        (3).to_bytes(8, "little")
+        + b"".join(n.to_bytes(8, "little") for n in (32, 31, 32)),  # out of order
+    ],
+)
+def test_malformed_v1_messages_are_refused(message):
+    with pytest.raises((ValueError, struct.error)):
+        split_v1(message)

@@ -7,10 +7,13 @@ GatewayChannels` speaks to a kernel behind a gateway through jupyter_server's ga
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import logging
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
-from jupyter_server.gateway.managers import GatewayKernelClient
+from jupyter_client.session import Session
+from jupyter_server.gateway.gateway_client import GatewayClient
+from jupyter_server.gateway.managers import GatewayKernelManager
 
 from ..framing import Buffers
 from .base import IopubObserver
@@ -35,9 +38,10 @@ class KernelChannels(Protocol):
         content: dict[str, Any],
         metadata: dict[str, Any] | None = None,
         buffers: Buffers = (),
-        subshell_id: str | None = None,
+        header: Mapping[str, str] | None = None,
     ) -> str:
-        """Send a message on the shell channel (to a kernel subshell if given); its id."""
+        """Send a message on the shell channel, with extra ``header`` fields if given (JEP 91's
+        ``subshell_id``, a ``comm_close``'s ``comm_id``); its id."""
 
     async def request(
         self, msg_type: str, content: dict[str, Any], timeout: float
@@ -57,18 +61,32 @@ class KernelChannels(Protocol):
 
 
 def open_channels(
-    client: Any,
+    kernel: Any,
+    session: Session,
     *,
+    log: logging.Logger,
     iopub_types: Collection[str] | None = None,
     control: bool = False,
     observe_iopub: IopubObserver | None = None,
+    ping_interval: float = 0,
+    ping_timeout: float | None = None,
 ) -> KernelChannels:
-    """The adapter for ``client`` (a ``jupyter_client`` kernel client, not yet started).
+    """The adapter for ``kernel`` (a kernel manager of jupyter_server's), talking as ``session``.
 
     ``iopub_types``: the only iopub message types :meth:`~KernelChannels.next_iopub` returns
     (besides ``status``); ``control``: open the control channel (for subshell requests);
-    ``observe_iopub``: sees every iopub message of a local kernel (see :data:`IopubObserver`).
+    ``observe_iopub``: sees every iopub message of a local kernel (see :data:`IopubObserver`);
+    ``ping_interval``, ``ping_timeout``: keep-alive of a gateway connection.
     """
-    if isinstance(client, GatewayKernelClient):
-        return GatewayChannels(client, iopub_types, control=control)
+    if isinstance(kernel, GatewayKernelManager):
+        return GatewayChannels(
+            str(kernel.kernel_id),
+            session,
+            GatewayClient.instance(),
+            iopub_types,
+            log=log,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+        )
+    client = kernel.client(session=session)
     return ZmqChannels(client, iopub_types, control=control, observe_iopub=observe_iopub)

@@ -1,13 +1,12 @@
-"""What both channel adapters share: a ``jupyter_client`` kernel client's shell and control
-channels, requests paired with their replies, and a failure that ends the iopub stream."""
+"""A ``jupyter_client`` kernel client's shell and control channels (requests paired with their
+replies, a failure that ends the iopub stream), and the nudge every adapter starts with."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from queue import Empty
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -59,35 +58,15 @@ class ClientChannels:
 
     async def start(self, timeout: float) -> None:
         own_iopub = self._start_iopub()
-        started = self.client.start_channels(
+        self.client.start_channels(
             shell=True, iopub=not own_iopub, stdin=False, hb=False, control=self.control
         )
-        if inspect.isawaitable(started):  # the gateway client starts asynchronously
-            await started
         self._shell_reader = asyncio.create_task(self._read_shell())
         self._shell_reader.add_done_callback(self._shell_reader_done)
         try:
-            await asyncio.wait_for(self._nudge(), timeout)
+            await asyncio.wait_for(nudge(self), timeout)
         except asyncio.TimeoutError:
             raise KernelTimeout(f"the kernel did not answer within {timeout} s") from None
-
-    async def _nudge(self) -> None:
-        """Send kernel_info_requests until iopub shows a status caused by one of them.
-
-        An iopub subscription takes effect some time after it is made; messages the kernel
-        publishes before then are lost. jupyter_server nudges its own kernel sockets the same way.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            msg_id = self.send(KERNEL_INFO_REQUEST, {})
-            deadline = loop.time() + NUDGE_INTERVAL
-            while (left := deadline - loop.time()) > 0:
-                try:
-                    msg = await asyncio.wait_for(self.next_iopub(), left)
-                except asyncio.TimeoutError:
-                    break
-                if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") == msg_id:
-                    return
 
     # -- shell -----------------------------------------------------------------------------------
 
@@ -97,11 +76,11 @@ class ClientChannels:
         content: dict[str, Any],
         metadata: dict[str, Any] | None = None,
         buffers: Buffers = (),
-        subshell_id: str | None = None,
+        header: Mapping[str, str] | None = None,
     ) -> str:
         msg = self.client.session.msg(msg_type, content, metadata=metadata)
-        if subshell_id is not None:
-            msg["header"]["subshell_id"] = subshell_id  # JEP 91
+        if header:
+            msg["header"].update(header)
         if buffers:
             msg["buffers"] = list(buffers)
         self.client.shell_channel.send(msg)
@@ -180,6 +159,31 @@ class ClientChannels:
             if isinstance(socket, zmq.Socket) and not socket.closed:
                 socket.close(linger=STOP_LINGER_MS)
         self.client.stop_channels()
+
+
+class Nudgeable(Protocol):
+    def send(self, msg_type: str, content: dict[str, Any]) -> str: ...
+
+    async def next_iopub(self) -> dict[str, Any]: ...
+
+
+async def nudge(channels: Nudgeable) -> dict[str, Any]:
+    """Send kernel_info_requests until iopub shows a status caused by one of them; that status.
+
+    An iopub subscription takes effect some time after it is made; messages the kernel
+    publishes before then are lost. jupyter_server nudges its own kernel sockets the same way.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        msg_id = channels.send(KERNEL_INFO_REQUEST, {})
+        deadline = loop.time() + NUDGE_INTERVAL
+        while (left := deadline - loop.time()) > 0:
+            try:
+                msg = await asyncio.wait_for(channels.next_iopub(), left)
+            except asyncio.TimeoutError:
+                break
+            if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") == msg_id:
+                return msg
 
 
 async def next_msg(channel: Any, timeout: float | None = None) -> dict[str, Any]:
