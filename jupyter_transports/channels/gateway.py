@@ -42,7 +42,7 @@ from jupyter_server.services.kernels.connection.base import (
 )
 from jupyter_server.utils import url_path_join
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from ..errors import (
     KERNEL_DIED,
@@ -106,14 +106,7 @@ class GatewayChannels:
     # -- connecting ----------------------------------------------------------------------------
 
     async def start(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._connect(), timeout)
-        except asyncio.TimeoutError:
-            raise GatewayError(
-                f"the gateway did not accept a connection to kernel {self.kernel_id} within "
-                f"{timeout} s",
-                503,
-            ) from None
+        await self._connect(timeout)
         try:
             status = await asyncio.wait_for(nudge(self), timeout)
         except asyncio.TimeoutError:
@@ -126,9 +119,15 @@ class GatewayChannels:
         path = url_path_join(self.gateway.kernels_endpoint, quote(self.kernel_id, safe=""))
         return f"{url_path_join(base, path, 'channels')}?session_id={self.session.session}"
 
-    async def _connect(self) -> None:
-        """Open the WebSocket; :class:`GatewayError` with the gateway's reason if it refuses."""
-        request = HTTPRequest(self.url, **self.gateway.load_connection_args())
+    async def _connect(self, timeout: float | None = None) -> None:
+        """Open the WebSocket; :class:`GatewayError` with the gateway's reason if it refuses,
+        or if it does not answer within ``timeout`` seconds (tornado's own timeouts, so that
+        no handshake is left behind)."""
+        args = self.gateway.load_connection_args()
+        if timeout is not None:
+            for name in ("connect_timeout", "request_timeout"):
+                args[name] = min(args.get(name) or timeout, timeout)
+        request = HTTPRequest(self.url, **args)
         try:
             ws = await websocket_connect(
                 request,
@@ -140,7 +139,7 @@ class GatewayChannels:
             )
         except HTTPClientError as e:
             if e.code == 599:  # tornado's code for a timeout or a dropped connection
-                raise GatewayError(f"the gateway is unreachable: {e.message}", 503) from e
+                raise GatewayError(f"the gateway did not answer: {e.message}", 503) from e
             status = 404 if e.code == 404 else 502
             raise GatewayError(f"the gateway answered {e.code} {_reason(e)}", status) from e
         except OSError as e:
@@ -196,6 +195,8 @@ class GatewayChannels:
     # -- receiving -----------------------------------------------------------------------------
 
     def _on_message(self, message: bytes | str | None) -> None:
+        if self._stopped:
+            return
         if message is None:
             self._on_closed()
             return
@@ -345,8 +346,13 @@ class GatewayChannels:
 
     def _write(self, message: bytes | str) -> None:
         if self._ws is not None:
-            self._ws.write_message(message, binary=isinstance(message, bytes))
-            return
+            try:
+                written = self._ws.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:  # dropped; the close callback reconnects
+                pass
+            else:
+                written.add_done_callback(_retrieve)  # a drop is seen by the close callback
+                return
         if self.failure is not None or self._stopped:
             return
         self._held_back.append(message)
@@ -391,6 +397,11 @@ def split_v1(message: bytes) -> tuple[str, list[memoryview]]:
         raise ValueError("offsets out of order or past the end")
     channel = bytes(view[offsets[0] : offsets[1]]).decode()
     return channel, [view[start:end] for start, end in itertools.pairwise(offsets[1:])]
+
+
+def _retrieve(written: asyncio.Future[None]) -> None:
+    if not written.cancelled():
+        written.exception()
 
 
 def _load(part: memoryview) -> Any:
