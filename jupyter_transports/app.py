@@ -36,6 +36,14 @@ class TransportsExtension(ExtensionApp):
         kernel: then the server stops reading it until it has caught up, and closes it only past
         this plus max_message_bytes.""",
     )
+    gateway_max_message_bytes = Int(
+        10 * MiB,
+        config=True,
+        help="""Largest kernel message the gateway takes (with GatewayClient.url set): a client
+        frame or REST body that would make a larger one is refused (1009 / 413) rather than
+        lost. Tornado's default, which Jupyter Kernel Gateway keeps; raise it only for a gateway
+        configured with a larger websocket_max_message_size.""",
+    )
     kernel_timeout = Float(
         30.0,
         config=True,
@@ -137,6 +145,7 @@ class TransportsExtension(ExtensionApp):
             subshell_targets=self.subshell_targets,
             record_activity=self.record_kernel_activity,
             idle_timeout=self.bridge_idle_timeout,
+            gateway_max_message_bytes=self.gateway_max_message_bytes,
             ping_interval=self.socket_ping_interval,
             ping_timeout=self.socket_ping_timeout,
         )

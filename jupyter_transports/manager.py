@@ -47,12 +47,14 @@ class BridgeManager:
         subshell_targets: Collection[str] = (),
         record_activity: bool = True,
         idle_timeout: float = 0,
+        gateway_max_message_bytes: int = 10 * 1024 * 1024,
         ping_interval: float = 0,
         ping_timeout: float | None = None,
     ) -> None:
         self.kernel_manager = kernel_manager
         self.kernel_timeout = kernel_timeout
         self.idle_timeout = idle_timeout  # seconds an unused bridge stays open
+        self.gateway_max_message_bytes = gateway_max_message_bytes
         # a gateway kernel's connection: tornado waits for a pong at most until the next ping
         self.ping = (ping_interval, min(ping_timeout or ping_interval, ping_interval))
         self.adopted: set[str] = set()  # gateway kernels another server started
@@ -151,6 +153,7 @@ class BridgeManager:
             iopub_types=IOPUB_TYPES,
             control=bool(self.subshell_targets),
             observe_iopub=recorder.record if recorder is not None else None,
+            max_message_bytes=self.gateway_max_message_bytes,
             ping_interval=self.ping[0],
             ping_timeout=self.ping[1],
         )

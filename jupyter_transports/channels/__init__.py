@@ -68,6 +68,7 @@ def open_channels(
     iopub_types: Collection[str] | None = None,
     control: bool = False,
     observe_iopub: IopubObserver | None = None,
+    max_message_bytes: int = 10 * 1024 * 1024,
     ping_interval: float = 0,
     ping_timeout: float | None = None,
 ) -> KernelChannels:
@@ -76,7 +77,7 @@ def open_channels(
     ``iopub_types``: the only iopub message types :meth:`~KernelChannels.next_iopub` returns
     (besides ``status``); ``control``: open the control channel (for subshell requests);
     ``observe_iopub``: sees every iopub message of a local kernel (see :data:`IopubObserver`);
-    ``ping_interval``, ``ping_timeout``: keep-alive of a gateway connection.
+    ``max_message_bytes``, ``ping_interval``, ``ping_timeout``: of a gateway connection.
     """
     if isinstance(kernel, GatewayKernelManager):
         return GatewayChannels(
@@ -85,6 +86,7 @@ def open_channels(
             GatewayClient.instance(),
             iopub_types,
             log=log,
+            max_message_bytes=max_message_bytes,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
         )

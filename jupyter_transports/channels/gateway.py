@@ -53,6 +53,7 @@ from ..errors import (
     KernelFault,
     KernelGone,
     KernelTimeout,
+    TooLarge,
 )
 from ..framing import Buffers
 from ..protocol import STARTING, STATUS
@@ -79,10 +80,12 @@ class GatewayChannels:
         iopub_types: Collection[str] | None = None,
         *,
         log: logging.Logger,
+        max_message_bytes: int = 10 * 1024 * 1024,
         ping_interval: float = 0,
         ping_timeout: float | None = None,
     ) -> None:
         self.kernel_id = kernel_id
+        self.max_message_bytes = max_message_bytes  # the most the gateway takes in a message
         self.session = session
         self.gateway = gateway
         self.iopub_types = None if iopub_types is None else frozenset(iopub_types) | {STATUS}
@@ -101,6 +104,7 @@ class GatewayChannels:
         self._held_back: list[bytes | str] = []  # sent while the connection is down
         self._held_back_bytes = 0
         self._reconnecting: asyncio.Task[None] | None = None
+        self._connections = 0  # connections attempted: only the latest one's messages count
         self._stopped = False
 
     # -- connecting ----------------------------------------------------------------------------
@@ -128,10 +132,12 @@ class GatewayChannels:
             for name in ("connect_timeout", "request_timeout"):
                 args[name] = min(args.get(name) or timeout, timeout)
         request = HTTPRequest(self.url, **args)
+        self._connections += 1
+        connection = self._connections
         try:
             ws = await websocket_connect(
                 request,
-                on_message_callback=self._on_message,
+                on_message_callback=lambda message: self._on_message(message, connection),
                 subprotocols=[V1_PROTOCOL],
                 max_message_size=MAX_MESSAGE_BYTES,
                 ping_interval=self.ping_interval or None,
@@ -157,7 +163,9 @@ class GatewayChannels:
         self._ws = ws
 
     def _on_closed(self) -> None:
-        self._ws = None
+        if self._ws is not None:
+            self._ws.close()  # the gateway closed it, or the network dropped it: let it go
+            self._ws = None
         if self._stopped or self.failure is not None or self._reconnecting is not None:
             return
         self.log.warning("Lost the gateway connection of kernel %s; reconnecting", self.kernel_id)
@@ -194,8 +202,8 @@ class GatewayChannels:
 
     # -- receiving -----------------------------------------------------------------------------
 
-    def _on_message(self, message: bytes | str | None) -> None:
-        if self._stopped:
+    def _on_message(self, message: bytes | str | None, connection: int) -> None:
+        if self._stopped or connection != self._connections:  # one given up on
             return
         if message is None:
             self._on_closed()
@@ -341,6 +349,11 @@ class GatewayChannels:
                 message = serialize_binary_message({**msg, "buffers": list(buffers)})
             else:
                 message = json.dumps(msg, default=json_default)
+        if len(message) > self.max_message_bytes:
+            raise TooLarge(
+                f"a kernel message of {len(message)} bytes is over what the gateway takes "
+                f"({self.max_message_bytes} bytes: gateway_max_message_bytes)"
+            )
         self._write(message)
         return msg["header"]["msg_id"]  # type: ignore[no-any-return]
 
