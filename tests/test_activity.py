@@ -52,6 +52,7 @@ async def test_bridge_records_activity_and_state(open_comm, kernel, jp_fetch):
     await until_state(jp_fetch, kernel.id, "idle")
 
 
+@pytest.mark.parametrize("transports_config", [{"bridge_idle_timeout": 0.2}])
 async def test_server_activity_stream_pauses_while_bridged(open_comm, kernel, jp_serverapp):
     comm = await open_comm("echo")
     received = count_activity_stream(jp_serverapp, kernel)

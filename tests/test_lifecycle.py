@@ -115,3 +115,24 @@ async def test_stock_transports_client_over_text_frames(server_url, token, kerne
     finally:
         connection.cancel()
         await asyncio.gather(connection, return_exceptions=True)
+
+
+@pytest.mark.parametrize("transports_config", [{"bridge_idle_timeout": 0.5}])
+async def test_an_unused_bridge_lingers_then_closes(open_comm, kernel, jp_serverapp):
+    """A kernel's bridge outlives its last socket by bridge_idle_timeout, for the next one."""
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_transports"]
+    first = await open_comm("echo")
+    bridge = app.bridges.bridges[kernel.id]
+    await first.close()
+    second = await open_comm("echo")  # within the linger: the same bridge, no new connection
+    assert app.bridges.bridges[kernel.id] is bridge
+    await second.send("still there")
+    assert await recv(second) == "still there"
+    await second.close()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while kernel.id in app.bridges.bridges:
+        assert loop.time() - start < TIMEOUT
+        await asyncio.sleep(0.05)
+    assert bridge.closed
+    assert loop.time() - start >= 0.4

@@ -39,7 +39,7 @@ finally:
 
 @pytest.fixture
 def transports_config() -> dict[str, Any]:
-    return {"subshell_targets": [THREADED]}
+    return {"subshell_targets": [THREADED], "bridge_idle_timeout": 0.2}
 
 
 async def start_busy_cell(kernel: Any, seconds: float) -> str:
