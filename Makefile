@@ -20,6 +20,7 @@ test: $(VENV)/.installed
 # Benchmarks against jupyter_client and jupyter_server's /channels (a few minutes; not a test).
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks --readme
+	$(PY) -m benchmarks.gateway
 
 clean:
 	rm -rf $(VENV) .pytest_cache
