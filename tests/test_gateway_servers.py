@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -28,6 +29,7 @@ from jupyter_transports.errors import CloseCode
 
 from .conftest import KERNEL_TARGETS, TIMEOUT, closed, recv
 from .gateway import GatewayKernel, JupyterServer, KernelGateway, cpu_seconds
+from .test_rest import Answer, check_against_spec
 
 pytest_plugins = ["tests.gateway"]
 
@@ -103,6 +105,13 @@ class Server:
             request_timeout=TIMEOUT,
         )
         response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        if path.startswith("api/transports/"):  # the extension's own: as its spec says
+            answer = Answer(response.code, response.headers, response.body or b"")
+            url = urlsplit(self.url)
+            data = None if body is None else json.dumps(body).encode()
+            check_against_spec(
+                f"{url.scheme}://{url.netloc}", method, f"/{path}", data, answer, set()
+            )
         return response.code, json.loads(response.body) if response.body else None
 
     async def handshake(self, path: str) -> tuple[int, str]:

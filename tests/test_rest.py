@@ -662,6 +662,9 @@ def test_sse_event_format():
     assert sse.event("one\r\ntwo\nthree") == b"data: one\ndata: two\ndata: three\n\n"
 
 
+GATEWAY_ONLY = {502, 503}  # a gateway kernel's connection: checked in tests/test_gateway_servers.py
+
+
 def test_every_operation_and_status_was_checked_against_the_spec(spec_seen, request):
     """Runs last in this module: the answers above covered every response the spec documents."""
     module_tests = {name for name in dir(request.module) if name.startswith("test_")}
@@ -676,5 +679,6 @@ def test_every_operation_and_status_was_checked_against_the_spec(spec_seen, requ
         for method, operation in item.items()
         if method != "parameters"
         for status in operation["responses"]
+        if int(status) not in GATEWAY_ONLY
     }
     assert documented - spec_seen == set()
