@@ -50,6 +50,13 @@ class TransportsExtension(ExtensionApp):
         help="""Seconds to wait for the kernel's answer where one is needed (connecting, listing
         comms, checking a new comm was accepted) before giving up with 504.""",
     )
+    kernel_check_interval = Float(
+        1.0,
+        config=True,
+        help="""Seconds between looks at the process of a bridged kernel that no restarter
+        watches (KernelManager.autorestart off): once it has exited, its sockets and streams
+        close with 1011 within two of these, and new ones are refused with 503. 0: never look.""",
+    )
     allowed_targets = List(
         Unicode(),
         default_value=None,
@@ -146,6 +153,7 @@ class TransportsExtension(ExtensionApp):
             record_activity=self.record_kernel_activity,
             idle_timeout=self.bridge_idle_timeout,
             gateway_max_message_bytes=self.gateway_max_message_bytes,
+            check_interval=self.kernel_check_interval,
             ping_interval=self.socket_ping_interval,
             ping_timeout=self.socket_ping_timeout,
         )

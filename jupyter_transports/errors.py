@@ -84,6 +84,12 @@ class KernelTimeout(KernelFault):
     status = 504
 
 
+class KernelNotRunning(KernelFault):
+    """A local kernel whose process has exited, and that nothing restarts."""
+
+    status = 503
+
+
 class KernelGone(KernelFault):
     """The kernel restarted, shut down or died, as its channels found out (a gateway kernel,
     whose manager lives in the gateway)."""

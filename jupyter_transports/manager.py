@@ -21,13 +21,21 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from jupyter_server.gateway.managers import GatewayMappingKernelManager
+from jupyter_server.gateway.managers import GatewayKernelManager, GatewayMappingKernelManager
 from tornado import web
 
 from .activity import ActivityRecorder
 from .bridge import IOPUB_TYPES, KernelBridge
 from .channels import open_channels
-from .errors import KERNEL_RESTARTING, KERNEL_SHUT_DOWN, CloseCode, GatewayError, KernelFault
+from .errors import (
+    KERNEL_DIED,
+    KERNEL_RESTARTING,
+    KERNEL_SHUT_DOWN,
+    CloseCode,
+    GatewayError,
+    KernelFault,
+    KernelNotRunning,
+)
 from .router import Router
 from .stats import KernelStats
 
@@ -48,6 +56,7 @@ class BridgeManager:
         record_activity: bool = True,
         idle_timeout: float = 0,
         gateway_max_message_bytes: int = 10 * 1024 * 1024,
+        check_interval: float = 0,
         ping_interval: float = 0,
         ping_timeout: float | None = None,
     ) -> None:
@@ -57,7 +66,9 @@ class BridgeManager:
         self.gateway_max_message_bytes = gateway_max_message_bytes
         # a gateway kernel's connection: tornado waits for a pong at most until the next ping
         self.ping = (ping_interval, min(ping_timeout or ping_interval, ping_interval))
+        self.check_interval = check_interval  # between looks at an unwatched kernel's process
         self.adopted: set[str] = set()  # gateway kernels another server started
+        self._watchers: dict[str, asyncio.Task[None]] = {}  # of kernels no restarter watches
         self.subshell_targets = frozenset(subshell_targets)
         self.record_activity = record_activity
         self._recorders: dict[str, ActivityRecorder] = {}  # kernels whose activity bridges record
@@ -137,6 +148,10 @@ class BridgeManager:
 
     async def _start(self, kernel_id: str) -> KernelBridge:
         kernel = self.kernel_manager.get_kernel(kernel_id)
+        if not isinstance(kernel, GatewayKernelManager) and not await kernel.is_alive():
+            raise KernelNotRunning(
+                f"kernel {kernel_id} is not running (it died, and nothing restarted it)"
+            )
         # A session of its own: a shell socket's identity is its session id, and the kernel
         # answers only one of the sockets that share one.
         session = kernel.session.clone()
@@ -195,7 +210,10 @@ class BridgeManager:
             self.log.debug("Bridge to kernel %s closed", bridge.kernel_id)
 
     def _watch(self, kernel_id: str, bridge: KernelBridge, *, add: bool) -> None:
-        """(Un)register the kernel manager's callbacks for automatic restarts and deaths."""
+        """(Un)register the kernel manager's callbacks for automatic restarts and deaths, and
+        watch the process of a local kernel that no restarter watches (autorestart off)."""
+        if not add and (watcher := self._watchers.pop(kernel_id, None)) is not None:
+            watcher.cancel()
         if kernel_id not in self.kernel_manager:
             return
         register = (
@@ -205,6 +223,23 @@ class BridgeManager:
         )
         register(kernel_id, bridge.kernel_restarted, "restart")
         register(kernel_id, bridge.kernel_died, "dead")
+        kernel = self.kernel_manager.get_kernel(kernel_id)
+        if add and self.check_interval > 0 and not _restarted_by_its_manager(kernel):
+            self._watchers[kernel_id] = asyncio.create_task(self._watch_process(kernel, bridge))
+
+    async def _watch_process(self, kernel: Any, bridge: KernelBridge) -> None:
+        """Close the bridge with 1011 once the kernel's process has exited (1012 if it was
+        restarted meanwhile, by hand: the restart's own events usually come first)."""
+        while not bridge.closed:
+            await asyncio.sleep(self.check_interval)
+            if await kernel.is_alive():
+                continue
+            await asyncio.sleep(self.check_interval)  # a restart by hand may be under way
+            if await kernel.is_alive() or self._outlived_its_kernel(bridge):
+                bridge.kernel_gone(CloseCode.RESTARTING, KERNEL_RESTARTING)
+            else:
+                bridge.kernel_gone(CloseCode.BRIDGE_FAILED, KERNEL_DIED)
+            return
 
     def _generation(self, kernel_id: str) -> object:
         """What tells one start of a kernel from the next: jupyter_client makes a new ``ready``
@@ -254,3 +289,9 @@ class BridgeManager:
             self.event_logger.remove_listener(
                 schema_id=KERNEL_ACTIONS_SCHEMA, listener=self._on_kernel_action
             )
+
+
+def _restarted_by_its_manager(kernel: Any) -> bool:
+    """Whether something else notices the kernel's death: its restarter (autorestart on; it
+    calls the "dead" callbacks when it gives up), or, for a gateway kernel, the gateway."""
+    return isinstance(kernel, GatewayKernelManager) or bool(getattr(kernel, "autorestart", True))

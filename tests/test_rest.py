@@ -24,6 +24,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httputil import HTTPHeaders
 
 from jupyter_transports import rest, sse
+from jupyter_transports.client import CommClient, Refused
 from jupyter_transports.errors import BadRequest, CloseCode, TooLarge
 
 from .conftest import TIMEOUT, closed, recv, start_cell
@@ -662,7 +663,41 @@ def test_sse_event_format():
     assert sse.event("one\r\ntwo\nthree") == b"data: one\ndata: two\ndata: three\n\n"
 
 
-GATEWAY_ONLY = {502, 503}  # a gateway kernel's connection: checked in tests/test_gateway_servers.py
+@pytest.mark.parametrize("server_config", [{"KernelManager": {"autorestart": False}}])
+async def test_a_kernel_dead_for_good_closes_1011_and_is_refused_503(
+    api, kernel, open_comm, events, server_url, token
+):
+    """With no restarter (autorestart off), a kernel's death still reaches its sockets and
+    streams (1011, within two kernel_check_interval), and every later call is a 503."""
+    comm = await open_comm("echo")
+    comm_id = await open_rest(api, kernel)
+    status, stream = await events(comm_id)
+    assert status == 200
+    assert (await stream.next())[0] == "open"
+
+    kernel.client.execute("import os; os._exit(1)")
+    start = asyncio.get_running_loop().time()
+    assert (await closed(comm))[0] == CloseCode.BRIDGE_FAILED
+    assert asyncio.get_running_loop().time() - start < 5
+    name, data = await stream.next()
+    assert name == "close" and data["code"] == CloseCode.BRIDGE_FAILED
+
+    for method, *path in [
+        ("GET", "comms"),
+        ("POST", "targets", "echo"),
+        ("POST", "comms", comm_id),
+        ("DELETE", "comms", comm_id),
+    ]:
+        answer = await api(method, "kernels", kernel.id, *path, body={"data": 1})
+        assert answer.status == 503, (method, path, answer.body)
+        assert "not running" in answer.json["message"]
+    assert (await events(comm_id))[0] == 503
+    with pytest.raises(Refused) as refused:
+        await CommClient.open(server_url, kernel.id, "echo", token=token)
+    assert refused.value.status == 503
+
+
+GATEWAY_ONLY = {502}  # a gateway's refusal: checked in tests/test_gateway_servers.py
 
 
 def test_every_operation_and_status_was_checked_against_the_spec(spec_seen, request):
