@@ -17,7 +17,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.ioloop import IOLoop
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from .base import (
     AUTH_RESOURCE,
@@ -37,6 +37,7 @@ from .session import ClientAck, Reason, check_session_key, decode_client_frame
 from .sessions import Owner, Session
 from .writer import FrameWriter, Pieces, wire_pieces
 
+TEXT_OPCODE = 0x1
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
@@ -83,6 +84,12 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     @property
     def max_message_size(self) -> int:
         return self.extensionapp.max_message_bytes  # type: ignore[attr-defined,no-any-return]
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, WebSocketProtocol13):
+            return StrictTextProtocol(self, False, protocol.params)
+        return protocol
 
     def get_compression_options(self) -> dict[str, Any] | None:
         return self.settings.get("websocket_compression_options")
@@ -293,6 +300,22 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         super().close(code, reason)
         if dead and connection is not None and connection.stream is not None:
             connection.stream.close()
+
+
+class StrictTextProtocol(WebSocketProtocol13):
+    """Tornado drops a connection whose text frame is not UTF-8 without a word (1006, which
+    clients take for a network failure and retry); RFC 6455 (8.1) and the contract say 1007."""
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode == TEXT_OPCODE and not self._frame_compressed and not self.client_terminated:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                handler: Any = self.handler  # the CommSocketHandler that made this protocol
+                handler.log.warning("Closing a socket (1007): a text frame that is not UTF-8")
+                handler.close(CloseCode.BAD_FRAME, "a text frame that is not UTF-8")
+                return None
+        return super()._handle_message(opcode, data)
 
 
 class NewCommHandler(CommSocketHandler):

@@ -167,6 +167,18 @@ async def test_undecodable_frame_closes_1007(open_comm, frame):
     assert await recv(other) == "still here"
 
 
+@pytest.mark.parametrize("frames", ["json", "text"])
+async def test_a_text_frame_that_is_not_utf8_closes_1007(server_url, token, kernel, frames):
+    """Not the abort (1006) tornado makes of it, which clients take for a network failure."""
+    url = comm_url(server_url, kernel.id, "targets", "echo", token=token, frames=frames)
+    async with websockets.connect(url) as ws:
+        await ws.send(b'"\xff"', text=True)
+        with pytest.raises(websockets.ConnectionClosedError) as info:
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == CloseCode.BAD_FRAME
+
+
 @pytest.mark.parametrize("transports_config", [{"max_message_bytes": 1024}])
 async def test_frame_over_limit_closes_1009(open_comm, kernel):
     comm = await open_comm("echo")
