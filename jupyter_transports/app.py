@@ -27,6 +27,12 @@ class TransportsExtension(ExtensionApp):
         help="""Largest frame (or REST body) a client may send, in bytes. A larger frame closes
         its socket with 1009 and never reaches the kernel. What the kernel sends is not limited.""",
     )
+    max_query_bytes = Int(
+        16 * 1024,
+        config=True,
+        help="""Longest query string a socket's handshake may have, in bytes (its data and other
+        parameters, which reach the kernel in the comm_open); a longer one is refused with 414.""",
+    )
     client_buffer_bytes = Int(
         16 * MiB,
         config=True,

@@ -27,6 +27,7 @@ from tornado import web
 from .activity import ActivityRecorder
 from .bridge import IOPUB_TYPES, KernelBridge
 from .channels import open_channels
+from .context import detached
 from .errors import (
     KERNEL_DIED,
     KERNEL_RESTARTING,
@@ -109,7 +110,8 @@ class BridgeManager:
         if bridge is None or bridge.closed:
             starting = self._starting.get(kernel_id)
             if starting is None:
-                starting = self._starting[kernel_id] = asyncio.create_task(self._start(kernel_id))
+                starting = detached(asyncio.create_task, self._start(kernel_id))
+                self._starting[kernel_id] = starting
                 starting.add_done_callback(lambda _: self._starting.pop(kernel_id, None))
             bridge = await asyncio.shield(starting)
         bridge.users += 1
@@ -130,7 +132,7 @@ class BridgeManager:
             return
         loop = asyncio.get_running_loop()
         idle_since = bridge.idle_since = loop.time()
-        loop.call_later(self.idle_timeout, self._close_if_idle, bridge, idle_since)
+        detached(loop.call_later, self.idle_timeout, self._close_if_idle, bridge, idle_since)
 
     @staticmethod
     def _close_if_idle(bridge: KernelBridge, idle_since: float) -> None:

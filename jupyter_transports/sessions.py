@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from .context import detached
 from .errors import CloseCode
 from .framing import OutgoingFrame
 from .router import Subscriber
@@ -137,7 +138,7 @@ class Session:
             return
         self.connection = None
         loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(self.store.timeout, self.end, Reason.EXPIRED)
+        self._expiry = detached(loop.call_later, self.store.timeout, self.end, Reason.EXPIRED)
 
     def finished(self, connection: Connection) -> None:
         """``connection`` closed for good (a close frame, or a fault): the session ends."""
@@ -235,7 +236,7 @@ class EventHistory:
         self.streams -= 1
         if self.streams == 0 and not self.ended:
             loop = asyncio.get_running_loop()
-            self._expiry = loop.call_later(self.store.timeout, self.end)
+            self._expiry = detached(loop.call_later, self.store.timeout, self.end)
 
     def end(self) -> None:
         if self.ended:

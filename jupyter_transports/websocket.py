@@ -97,6 +97,9 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     async def parse_common(self, kernel_id: str) -> None:
         """Checks and parameters shared by both endpoints, before any upgrade. A live session
         resumes even if its kernel is gone: it is told how, after what was waiting for it."""
+        limit: int = self.extensionapp.max_query_bytes  # type: ignore[attr-defined]
+        if len(self.request.query) > limit:
+            raise web.HTTPError(414, f"the query string is over {limit} bytes (max_query_bytes)")
         frames = self.get_query_argument(FRAMES_PARAM, FrameMode.JSON.value)
         try:
             self.mode = FrameMode(frames)

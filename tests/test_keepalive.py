@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
-from jupyter_transports.client import CommClient
+from jupyter_transports.client import CommClient, Refused
+from jupyter_transports.websocket import CommSocketHandler
 
 from .conftest import TIMEOUT
 from .proxies import Proxy, proxied
@@ -35,3 +37,21 @@ async def test_a_silent_network_death_closes_the_comm_within_the_ping_timeout(
         assert loop.time() - start < 3, "the server did not notice the dead connection"
         await asyncio.sleep(0.1)
     comm.start_closing()
+
+
+async def test_closed_sockets_are_released_and_queries_are_capped(kernel, server_url, token):
+    """Churn: sockets opened and closed with long query strings leave nothing behind (the
+    keep-alive's callback used to hold each for a ping interval); longer ones are 414."""
+    data = {"pad": "x" * 15_000}
+    for _ in range(200):
+        comm = await CommClient.open(server_url, kernel.id, "echo", token=token, data=data)
+        await comm.close()
+    await asyncio.sleep(0.1)  # the last close's callbacks
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, CommSocketHandler)] == []
+
+    with pytest.raises(Refused) as refused:
+        await CommClient.open(
+            server_url, kernel.id, "echo", token=token, data={"pad": "x" * 17_000}
+        )
+    assert refused.value.status == 414
