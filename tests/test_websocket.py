@@ -202,6 +202,8 @@ async def test_target_not_allowed_is_403(open_comm):
 
 async def test_restart_closes_1012(open_comm, jp_fetch, kernel):
     comm = await open_comm("echo")
+    await comm.send("open")  # the kernel has the comm: a comm_open cut short is a refusal
+    assert await recv(comm) == "open"
     await jp_fetch("api", "kernels", kernel.id, "restart", method="POST", body="")
     code, _ = await closed(comm)
     assert code == CloseCode.RESTARTING
@@ -209,6 +211,8 @@ async def test_restart_closes_1012(open_comm, jp_fetch, kernel):
 
 async def test_forced_restart_closes_1012(open_comm, jp_serverapp, kernel):
     comm = await open_comm("echo")
+    await comm.send("open")  # the kernel has the comm: a comm_open cut short is a refusal
+    assert await recv(comm) == "open"
     await jp_serverapp.kernel_manager.restart_kernel(kernel.id, now=True)  # no shutdown_reply
     code, _ = await closed(comm)
     assert code == CloseCode.RESTARTING
@@ -216,6 +220,8 @@ async def test_forced_restart_closes_1012(open_comm, jp_serverapp, kernel):
 
 async def test_shutdown_closes_1001(open_comm, jp_fetch, kernel):
     comm = await open_comm("echo")
+    await comm.send("open")  # the kernel has the comm: a comm_open cut short is a refusal
+    assert await recv(comm) == "open"
     await jp_fetch("api", "kernels", kernel.id, method="DELETE")
     code, _ = await closed(comm)
     assert code == CloseCode.GOING_AWAY
