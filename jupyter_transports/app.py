@@ -50,6 +50,20 @@ class TransportsExtension(ExtensionApp):
         lost. Tornado's default, which Jupyter Kernel Gateway keeps; raise it only for a gateway
         configured with a larger websocket_max_message_size.""",
     )
+    client_in_flight_bytes = Int(
+        16 * MiB,
+        config=True,
+        help="""Most bytes of one client's messages that the kernel may have received and not yet
+        handled (a busy kernel queues them). Past it the server stops reading that client's
+        socket (TCP pushes back on the sender) until the kernel catches up; nothing is dropped.""",
+    )
+    kernel_in_flight_bytes = Int(
+        64 * MiB,
+        config=True,
+        help="""Most bytes of all clients' messages that one kernel may have received and not
+        yet handled. Past it every sender to that kernel is paced (sockets not read, REST calls
+        held) until it catches up.""",
+    )
     kernel_timeout = Float(
         30.0,
         config=True,
@@ -160,6 +174,7 @@ class TransportsExtension(ExtensionApp):
             idle_timeout=self.bridge_idle_timeout,
             gateway_max_message_bytes=self.gateway_max_message_bytes,
             check_interval=self.kernel_check_interval,
+            in_flight_bytes=(self.client_in_flight_bytes, self.kernel_in_flight_bytes),
             ping_interval=self.socket_ping_interval,
             ping_timeout=self.socket_ping_timeout,
         )

@@ -35,6 +35,7 @@ from .errors import (
     KernelTimeout,
 )
 from .framing import Buffers, OutgoingFrame
+from .inflight import InFlight
 from .protocol import (
     BUSY,
     COMM_CLOSE,
@@ -86,6 +87,8 @@ class KernelBridge:
         kernel_generation: object = None,
         stats: KernelStats | None = None,
         subshell_targets: Collection[str] = (),
+        client_in_flight_bytes: int = 1 << 62,
+        kernel_in_flight_bytes: int = 1 << 62,
     ) -> None:
         self.kernel_id = kernel_id
         self.kernel_generation = kernel_generation
@@ -103,8 +106,7 @@ class KernelBridge:
         self.subshell_targets = frozenset(subshell_targets)
         self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
         self._idle: dict[str, asyncio.Future[None]] = {}
-        self._handling: dict[str, str] = {}  # a client message's id -> its client, until handled
-        self._in_flight: dict[str, int] = {}  # per client: its messages not yet handled
+        self.in_flight = InFlight(client_in_flight_bytes, kernel_in_flight_bytes)
         self._reader: asyncio.Task[None] | None = None  # of iopub
 
     async def start(self) -> None:
@@ -184,13 +186,17 @@ class KernelBridge:
         for msg_id in self.perform(self.router.send(client_id, data, buffers)):
             self.stats.messages_to_kernel += 1
             self.stats.bytes_to_kernel += size
-            self._handling[msg_id] = client_id
-            self._in_flight[client_id] = self._in_flight.get(client_id, 0) + 1
+            self.in_flight.sent(client_id, msg_id, size)
 
-    def in_flight(self, client_id: str) -> int:
-        """How many of a client's messages the kernel has not finished handling: while it has
-        some, what the kernel sends may be its answers, which the client caused."""
-        return self._in_flight.get(client_id, 0)
+    def awaits_answers(self, client_id: str) -> bool:
+        """Whether the kernel is still handling messages of this client: what it sends
+        meanwhile may be their answers, which the client caused."""
+        return self.in_flight.count(client_id) > 0
+
+    def room(self, client_id: str) -> asyncio.Future[None] | None:
+        """None if the client may send more now, else a future done once it may: what the
+        kernel has not handled yet is bounded per client and per kernel."""
+        return None if self.closed else self.in_flight.room(client_id)
 
     def post(self, client: Subscriber, sink: Sink, data: Any, *, count: int, size: int = 0) -> str:
         """Send one message for a client not attached to the comm (a REST call); its id.
@@ -201,6 +207,7 @@ class KernelBridge:
         [msg_id] = self.perform(self.router.post(client, data))
         self.stats.messages_to_kernel += 1
         self.stats.bytes_to_kernel += size
+        self.in_flight.sent(client.id, msg_id, size)
         if count > 0:
             self.router.expect_replies(client, msg_id, count)
             self.sinks[client.id] = sink
@@ -289,18 +296,11 @@ class KernelBridge:
         idle = self._idle.get(msg_id)
         if idle is not None and not idle.done():
             idle.set_result(None)
-        client_id = self._handling.pop(msg_id, None)
-        if client_id is not None:
+        handled = self.in_flight.handled(msg_id)
+        if handled is not None:
             # still in flight for the rest of this turn: its answers, routed just before, are
             # written when the turn ends (a socket's burst) and must still count as its own
-            asyncio.get_running_loop().call_soon(self._answered, client_id)
-
-    def _answered(self, client_id: str) -> None:
-        left = self._in_flight[client_id] - 1
-        if left:
-            self._in_flight[client_id] = left
-        else:
-            del self._in_flight[client_id]
+            asyncio.get_running_loop().call_soon(self.in_flight.answered, *handled)
 
     def _reader_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or self.closed:
@@ -382,6 +382,7 @@ class KernelBridge:
         for idle in self._idle.values():
             if not idle.done():
                 idle.set_exception(KernelFault("the bridge to the kernel closed"))
+        self.in_flight.release()
         if self.subshell_id is not None:  # its thread would outlive the bridge in the kernel
             self.channels.send_control(DELETE_SUBSHELL_REQUEST, {"subshell_id": self.subshell_id})
         self.channels.stop()

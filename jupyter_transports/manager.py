@@ -58,6 +58,7 @@ class BridgeManager:
         idle_timeout: float = 0,
         gateway_max_message_bytes: int = 10 * 1024 * 1024,
         check_interval: float = 0,
+        in_flight_bytes: tuple[int, int] = (1 << 62, 1 << 62),
         ping_interval: float = 0,
         ping_timeout: float | None = None,
     ) -> None:
@@ -68,6 +69,7 @@ class BridgeManager:
         # a gateway kernel's connection: tornado waits for a pong at most until the next ping
         self.ping = (ping_interval, min(ping_timeout or ping_interval, ping_interval))
         self.check_interval = check_interval  # between looks at an unwatched kernel's process
+        self.in_flight_bytes = in_flight_bytes  # most unhandled by a kernel: (per client, in all)
         self.adopted: set[str] = set()  # gateway kernels another server started
         self._watchers: dict[str, asyncio.Task[None]] = {}  # of kernels no restarter watches
         self.subshell_targets = frozenset(subshell_targets)
@@ -183,6 +185,8 @@ class BridgeManager:
             kernel_generation=self._generation(kernel_id),
             stats=self.stats.setdefault(kernel_id, KernelStats()),
             subshell_targets=self.subshell_targets,
+            client_in_flight_bytes=self.in_flight_bytes[0],
+            kernel_in_flight_bytes=self.in_flight_bytes[1],
         )
         try:
             await bridge.start()

@@ -158,6 +158,8 @@ async def send(
 ) -> list[Any]:
     """Send one message on ``client.comm_id``; the first ``count`` replies to it within ``wait``."""
     await bridge.require_comm(client.comm_id)
+    if (room := bridge.room(client.id)) is not None:  # the kernel has too much unhandled
+        await room
     bridge.post(client, collector, data, count=count, size=size)
     if count == 0:
         return []

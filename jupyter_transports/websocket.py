@@ -217,13 +217,17 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
             self.close(e.close_code, str(e))
-        # while the answers it caused back up, read nothing more from the client (tornado
-        # awaits this before its next frame)
-        return self.writer.draining if self.writer is not None else None
+        # tornado awaits this before it reads the next frame: read nothing more from the client
+        # while the answers it caused back up, or while the kernel has too much of it unhandled
+        draining = self.writer.draining if self.writer is not None else None
+        room = self.bridge.room(self.client.id) if self.bridge is not None else None
+        if draining is None or room is None:
+            return draining or room
+        return _both(draining, room)
 
     def awaits_answers(self) -> bool:
         """Whether the kernel is still handling messages of this client."""
-        return self.bridge is not None and self.bridge.in_flight(self.client.id) > 0
+        return self.bridge is not None and self.bridge.awaits_answers(self.client.id)
 
     def session_message(self, session: Session, message: str | bytes) -> None:
         """One frame of a session's client: an acknowledgement, or a numbered comm message
@@ -303,6 +307,11 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         super().close(code, reason)
         if dead and connection is not None and connection.stream is not None:
             connection.stream.close()
+
+
+async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
+    await first
+    await second
 
 
 class StrictTextProtocol(WebSocketProtocol13):
