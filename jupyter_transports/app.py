@@ -64,6 +64,14 @@ class TransportsExtension(ExtensionApp):
         yet handled. Past it every sender to that kernel is paced (sockets not read, REST calls
         held) until it catches up.""",
     )
+    iopub_high_water_mark = Int(
+        100_000,
+        config=True,
+        help="""Messages a local kernel may publish that the bridge has not read yet before ZMQ
+        drops the next ones (ZMQ's default is 1,000, which a kernel's burst of comm messages can
+        outrun for a moment). It costs memory only while a burst waits: at most this many of
+        the kernel's messages.""",
+    )
     kernel_timeout = Float(
         30.0,
         config=True,
@@ -174,6 +182,7 @@ class TransportsExtension(ExtensionApp):
             idle_timeout=self.bridge_idle_timeout,
             gateway_max_message_bytes=self.gateway_max_message_bytes,
             check_interval=self.kernel_check_interval,
+            iopub_hwm=self.iopub_high_water_mark,
             in_flight_bytes=(self.client_in_flight_bytes, self.kernel_in_flight_bytes),
             ping_interval=self.socket_ping_interval,
             ping_timeout=self.socket_ping_timeout,

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def detached(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` in an empty context: what it schedules keeps no request alive."""
-    return contextvars.Context().run(function, *args)
+def detached(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in an empty context: what it schedules keeps no request
+    alive."""
+    return contextvars.Context().run(function, *args, **kwargs)

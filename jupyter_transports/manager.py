@@ -58,6 +58,7 @@ class BridgeManager:
         idle_timeout: float = 0,
         gateway_max_message_bytes: int = 10 * 1024 * 1024,
         check_interval: float = 0,
+        iopub_hwm: int = 1000,
         in_flight_bytes: tuple[int, int] = (1 << 62, 1 << 62),
         ping_interval: float = 0,
         ping_timeout: float | None = None,
@@ -69,6 +70,7 @@ class BridgeManager:
         # a gateway kernel's connection: tornado waits for a pong at most until the next ping
         self.ping = (ping_interval, min(ping_timeout or ping_interval, ping_interval))
         self.check_interval = check_interval  # between looks at an unwatched kernel's process
+        self.iopub_hwm = iopub_hwm
         self.in_flight_bytes = in_flight_bytes  # most unhandled by a kernel: (per client, in all)
         self.adopted: set[str] = set()  # gateway kernels another server started
         self._watchers: dict[str, asyncio.Task[None]] = {}  # of kernels no restarter watches
@@ -172,6 +174,7 @@ class BridgeManager:
             iopub_types=IOPUB_TYPES,
             control=bool(self.subshell_targets),
             observe_iopub=recorder.record if recorder is not None else None,
+            iopub_hwm=self.iopub_hwm,
             max_message_bytes=self.gateway_max_message_bytes,
             ping_interval=self.ping[0],
             ping_timeout=self.ping[1],

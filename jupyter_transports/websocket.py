@@ -30,6 +30,7 @@ from .base import (
     TransportsHandlerMixin,
 )
 from .bridge import KernelBridge, Sink
+from .context import detached
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
 from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
 from .router import Subscriber
@@ -156,7 +157,9 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
                 self.release()
 
     def open(self, *args: str, **kwargs: str) -> None:
-        super().open(*args, **kwargs)  # WebSocketMixin's keep-alive pings
+        # WebSocketMixin's keep-alive pings, whose timer (even once cancelled) would otherwise
+        # hold this request's context, and with it this handler, until its next tick
+        detached(super().open, *args, **kwargs)
         # Without per-message compression a frame from the server is the same bytes for every
         # socket: write the kernel message's ready-made frame rather than re-frame it per socket
         # (write_message copies the payload and starts a task per call).

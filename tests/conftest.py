@@ -96,12 +96,20 @@ class Kernel:
         assert content["status"] == "ok", "\n".join(content.get("traceback", []))
 
     async def evaluate(self, expression: str, timeout: float = TIMEOUT) -> Any:
-        """The value of a JSON-able Python expression in the kernel."""
-        reply = await self.client.execute_interactive(
+        """The value of a JSON-able Python expression in the kernel.
+
+        From the shell reply alone: this client's iopub is read by nobody while a test floods
+        the kernel, so ZMQ drops what passes its high-water mark, and an iopub status awaited
+        here could be among it."""
+        msg_id = self.client.execute(
             "",
+            store_history=False,
             user_expressions={"value": f"__import__('json').dumps({expression})"},
-            timeout=timeout,
         )
+        while True:
+            reply = await self.client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
         value = reply["content"]["user_expressions"]["value"]
         assert value["status"] == "ok", value
         return json.loads(ast.literal_eval(value["data"]["text/plain"]))

@@ -1,4 +1,4 @@
-"""The channel adapters' waits, with fake channels (no kernel)."""
+"""The channel adapters: their waits (with fake channels), a gateway's v1 wire, a local kernel's iopub."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_
 
 from jupyter_transports.channels.base import WAKEUP_GUARD, ClientChannels, next_msg
 from jupyter_transports.channels.gateway import split_v1
+from jupyter_transports.channels.local import IOPUB_RCVBUF
 from jupyter_transports.errors import KernelFault
 
 
@@ -93,3 +94,13 @@ def test_v1_messages_split_into_views_of_jupyter_servers_own_layout():
 def test_malformed_v1_messages_are_refused(message):
     with pytest.raises((ValueError, struct.error)):
         split_v1(message)
+
+
+async def test_a_local_kernels_iopub_has_room_for_bursts(open_comm, jp_serverapp, kernel):
+    """The bridge's iopub socket holds iopub_high_water_mark messages (ZMQ's default, 1,000,
+    lost parts of 4,000-message bursts in half the runs) and a TCP buffer of its own."""
+    await open_comm("echo")
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_transports"]
+    socket = app.bridges.bridges[kernel.id].channels._iopub_socket
+    assert socket.rcvhwm == app.iopub_high_water_mark == 100_000
+    assert socket.rcvbuf == IOPUB_RCVBUF

@@ -46,9 +46,16 @@ async def test_closed_sockets_are_released_and_queries_are_capped(kernel, server
     for _ in range(200):
         comm = await CommClient.open(server_url, kernel.id, "echo", token=token, data=data)
         await comm.close()
-    await asyncio.sleep(0.1)  # the last close's callbacks
-    gc.collect()
-    assert [o for o in gc.get_objects() if isinstance(o, CommSocketHandler)] == []
+    # Closing handshakes and their callbacks may hold a few for a moment on a loaded machine;
+    # the keep-alive's timer held every one for a ping interval (10 s), and a task or timer the
+    # server made during its request (a session's linger) for up to session_timeout (60 s).
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while len(held := [o for o in gc.get_objects() if isinstance(o, CommSocketHandler)]) > 5:
+        assert loop.time() - start < 5, f"{len(held)} of 200 closed sockets still held"
+        del held
+        await asyncio.sleep(0.1)
+        gc.collect()
 
     with pytest.raises(Refused) as refused:
         await CommClient.open(

@@ -68,6 +68,7 @@ def open_channels(
     iopub_types: Collection[str] | None = None,
     control: bool = False,
     observe_iopub: IopubObserver | None = None,
+    iopub_hwm: int = 1000,
     max_message_bytes: int = 10 * 1024 * 1024,
     ping_interval: float = 0,
     ping_timeout: float | None = None,
@@ -77,6 +78,7 @@ def open_channels(
     ``iopub_types``: the only iopub message types :meth:`~KernelChannels.next_iopub` returns
     (besides ``status``); ``control``: open the control channel (for subshell requests);
     ``observe_iopub``: sees every iopub message of a local kernel (see :data:`IopubObserver`);
+    ``iopub_hwm``: the iopub messages a local kernel's socket holds unread;
     ``max_message_bytes``, ``ping_interval``, ``ping_timeout``: of a gateway connection.
     """
     if isinstance(kernel, GatewayKernelManager):
@@ -91,4 +93,6 @@ def open_channels(
             ping_timeout=ping_timeout,
         )
     client = kernel.client(session=session)
-    return ZmqChannels(client, iopub_types, control=control, observe_iopub=observe_iopub)
+    return ZmqChannels(
+        client, iopub_types, control=control, observe_iopub=observe_iopub, iopub_hwm=iopub_hwm
+    )

@@ -20,6 +20,8 @@ from tornado.ioloop import IOLoop
 from ..errors import KernelFault
 from .base import ClientChannels, IopubObserver
 
+IOPUB_HWM = 1000  # ZMQ's default
+IOPUB_RCVBUF = 8 * 1024 * 1024  # bytes of the iopub connection's TCP receive buffer
 MAX_DRAIN = 256  # iopub messages read in one go before other work gets a turn
 HEAD_PARTS = 5  # signature, header, parent header, metadata, content; buffers follow
 
@@ -28,6 +30,8 @@ class ZmqChannels(ClientChannels):
     """:class:`~jupyter_transports.channels.KernelChannels` of a kernel reached over ZMQ.
 
     ``observe_iopub``, if given, sees every iopub message, wanted or not, unverified.
+    ``iopub_hwm``: ZMQ drops what a kernel publishes past this many messages the bridge has
+    not read yet; a kernel's bursts can outrun the bridge's reading for a moment.
     """
 
     def __init__(
@@ -37,9 +41,11 @@ class ZmqChannels(ClientChannels):
         *,
         control: bool = False,
         observe_iopub: IopubObserver | None = None,
+        iopub_hwm: int = IOPUB_HWM,
     ) -> None:
         super().__init__(client, iopub_types, control=control)
         self.observe_iopub = observe_iopub
+        self.iopub_hwm = iopub_hwm  # messages the bridge's iopub socket holds before dropping
         self._iopub_socket: zmq.Socket[Any] | None = None  # made by jupyter_client
         self._iopub: zmq.Socket[Any] | None = None  # a blocking view of it
         self._iopub_fd = -1  # the descriptor that says it has messages
@@ -49,7 +55,15 @@ class ZmqChannels(ClientChannels):
     def _start_iopub(self) -> bool:
         # A socket made by jupyter_client, its asyncio API unused: read without blocking by a
         # handler of our own on the event loop.
-        self._iopub_socket = self.client.connect_iopub()
+        self._iopub_socket = socket = self.client.connect_iopub()
+        # Room for a kernel's bursts (the kernel's own socket holds 1,000 messages, then drops):
+        # a high-water mark and a TCP buffer of their own, in place before the connection is
+        # made, so the socket is connected again with them (jupyter_client's options kept).
+        endpoint = socket.LAST_ENDPOINT.decode()
+        socket.disconnect(endpoint)
+        socket.rcvhwm = self.iopub_hwm
+        socket.rcvbuf = IOPUB_RCVBUF
+        socket.connect(endpoint)
         self._iopub = zmq.Socket.shadow(self._iopub_socket.underlying)
         self._iopub_fd = self._iopub.FD
         IOLoop.current().add_handler(self._iopub_fd, self._on_iopub, IOLoop.READ)
