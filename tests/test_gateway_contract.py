@@ -20,10 +20,8 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 import pytest
-import transports
 import websockets
 from jupyter_server.auth import Authorizer
-from pydantic import BaseModel
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from websockets.asyncio.client import ClientConnection
 
@@ -34,6 +32,7 @@ from jupyter_transports.framing import pack_binary, unpack_binary
 
 from .conftest import KERNEL_TARGETS, TIMEOUT, closed, recv
 from .gateway import GatewayKernel
+from .test_lifecycle import sync_a_model_with_the_stock_client
 from .test_rest import API, Answer, EventStream, check_against_spec
 
 pytest_plugins = ["tests.gateway"]
@@ -70,24 +69,6 @@ def unicast(comm, open_msg):
     comm.on_msg(reply_to_sender)
 
 get_comm_manager().register_target("unicast", unicast)
-"""
-
-# The stock ``transports`` library serving a model over a comm (as in test_lifecycle)
-MODEL = """
-import transports
-from pydantic import BaseModel
-from comm import get_comm_manager
-
-class Counter(BaseModel):
-    count: int = 0
-
-counter = Counter()
-session = transports.Session()
-model_id = session.host(counter)
-model_server = transports.Server(session)
-get_comm_manager().register_target(
-    "model", lambda comm, msg: transports.serve_comm(model_server, comm)
-)
 """
 
 
@@ -626,35 +607,12 @@ async def test_restart_closes_1012_and_shutdown_1001(
 # -- clients ---------------------------------------------------------------------------------
 
 
-class Counter(BaseModel):
-    count: int = 0
-
-
 async def test_stock_transports_client_over_text_frames(
     server_url: str, token: str, gateway_kernel: GatewayKernel
 ) -> None:
     """The stock ``transports`` Client syncs a model with the kernel both ways over
     ``frames=text``."""
-    await gateway_kernel.execute(MODEL)
-    model_id = await gateway_kernel.evaluate("model_id")
-    client = transports.Client()
-    changes: asyncio.Queue[int] = asyncio.Queue()
-    client.on_change(lambda change: changes.put_nowait(client.model(model_id, Counter).count))
-    url = comm_url(server_url, gateway_kernel.id, "targets", "model", frames="text", token=token)
-    connection = asyncio.create_task(client.connect(url))
-    try:
-        assert await asyncio.wait_for(changes.get(), TIMEOUT) == 0  # the opening snapshot
-
-        await gateway_kernel.execute("counter.count = 5; transports.sync(model_server)")
-        assert await asyncio.wait_for(changes.get(), TIMEOUT) == 5  # kernel -> client
-
-        value = client.value(model_id)
-        assert await client.propose(model_id, {"Map": {**value["Map"], "count": {"Int": 7}}})
-        assert await asyncio.wait_for(changes.get(), TIMEOUT) == 7  # the authoritative echo
-        assert await gateway_kernel.evaluate("counter.count") == 7  # client -> kernel
-    finally:
-        connection.cancel()
-        await asyncio.gather(connection, return_exceptions=True)
+    await sync_a_model_with_the_stock_client(server_url, token, gateway_kernel)
 
 
 async def test_durable_session_resumes_after_a_drop(

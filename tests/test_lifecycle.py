@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import transports
@@ -95,6 +95,12 @@ get_comm_manager().register_target(
 
 
 async def test_stock_transports_client_over_text_frames(server_url, token, kernel):
+    await sync_a_model_with_the_stock_client(server_url, token, kernel)
+
+
+async def sync_a_model_with_the_stock_client(server_url: str, token: str, kernel: Any) -> None:
+    """The stock ``transports`` Client syncs a model with the kernel both ways over
+    ``frames=text`` (any kernel with ``execute`` and ``evaluate``: a local or a gateway one)."""
     await kernel.execute(MODEL)
     model_id = await kernel.evaluate("model_id")
     client = transports.Client()
