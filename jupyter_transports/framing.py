@@ -132,14 +132,18 @@ def loads(text: str | bytes) -> Any:
     JSON may spell a lone UTF-16 surrogate (``"\\ud800"``) that no UTF-8 encoder takes; it
     would fail only when the message is sent on to the kernel, so it is refused here.
     """
+    if isinstance(text, bytes):  # UTF-8 only: json.loads would also take UTF-16 and surrogates
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadFrame(f"not UTF-8: {e}") from None
     try:
         data = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
     except ValueError as e:
         raise BadFrame(f"not JSON: {e}") from e
     except RecursionError:
         raise BadFrame("JSON nested too deeply") from None
-    escapes = b"\\u" if isinstance(text, bytes) else "\\u"
-    if escapes in text:  # type: ignore[operator]
+    if "\\u" in text:
         try:
             dumps(data).encode("utf-8")
         except UnicodeEncodeError:

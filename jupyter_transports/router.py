@@ -353,4 +353,7 @@ def _forget_collector(comm: Comm, client_id: str) -> None:
 def _addressees(metadata: Mapping[str, Any]) -> dict[str, None] | None:
     transports = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
     to = transports.get(TO_KEY) if isinstance(transports, Mapping) else None
-    return dict.fromkeys(to) if isinstance(to, list) else None
+    if to is None:
+        return None
+    # a malformed list addresses nobody: a private message never becomes a broadcast
+    return dict.fromkeys(c for c in to if isinstance(c, str)) if isinstance(to, list) else {}

@@ -274,7 +274,7 @@ class Hello:
                 fields[ACK_KEY],
                 fields[WINDOW_KEY],
             )
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise BadFrame("the server did not begin the session") from None
         if not (_is_count(hello.ack) and _is_count(hello.window)):
             raise BadFrame("a hello's ack and window are counts")

@@ -39,6 +39,7 @@ from .sessions import Owner, Session
 from .writer import FrameWriter, Pieces, wire_pieces
 
 TEXT_OPCODE = 0x1
+MAX_SEQ_DIGITS = 19  # a session's numbers fit in 63 bits
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
@@ -123,8 +124,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if self.mode is not FrameMode.JSON:
             raise web.HTTPError(400, "a session's frames are JSON: frames=text does not apply")
         last = self.get_query_argument(LAST_PARAM, "0")
-        if not (last.isascii() and last.isdigit()):
-            raise web.HTTPError(400, f"last must be an integer >= 0, not {last!r}")
+        if not (last.isascii() and last.isdigit() and len(last) <= MAX_SEQ_DIGITS):
+            raise web.HTTPError(400, f"last must be an integer >= 0, not {last[:40]!r}")
         self.last = int(last)
         session = self.sessions.find(self.kernel_id, self.session_key)
         if session is not None and not session.owner.may_resume(self.owner()):
@@ -209,7 +210,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
                 self.close(CloseCode.BRIDGE_FAILED, "the bridge failed")
 
     def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        if self.bridge is None:
+        if self.bridge is None or self.closed_by_server:
             return None  # closed by the server; frames the client sent meanwhile go nowhere
         try:
             if self.session is not None:
