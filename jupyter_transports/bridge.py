@@ -59,6 +59,9 @@ from .stats import KernelStats
 # finish handling a message (``settled``).
 IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY, STATUS}
 
+# Seconds the kernel's list of its comms answers for it: a comm not on it, nor opened since
+# (the bridge sees those open), is absent without asking the kernel again.
+LISTED_FOR = 1.0
 SERVER_STOPPING = "server stopping"
 BRIDGE_FAILED = "bridge to the kernel failed"
 
@@ -107,6 +110,8 @@ class KernelBridge:
         self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
         self._idle: dict[str, asyncio.Future[None]] = {}
         self.in_flight = InFlight(client_in_flight_bytes, kernel_in_flight_bytes)
+        self._refreshing: asyncio.Future[dict[str, Any]] | None = None  # a comm_info_request
+        self._listed_at = -LISTED_FOR  # loop time of the kernel's latest list of its comms
         self._reader: asyncio.Task[None] | None = None  # of iopub
 
     async def start(self) -> None:
@@ -166,9 +171,12 @@ class KernelBridge:
         return msg_id
 
     async def require_comm(self, comm_id: str) -> None:
-        """:class:`CommNotFound` unless the kernel has this comm (asked if the bridge has not
-        seen the comm open)."""
-        if comm_id not in self.router.comms and comm_id not in await self.refresh_comms():
+        """:class:`CommNotFound` unless the kernel has this comm: asked if the bridge has not
+        seen it open, unless the kernel listed its comms a moment ago."""
+        if comm_id in self.router.comms:
+            return
+        fresh = asyncio.get_running_loop().time() - self._listed_at < LISTED_FOR
+        if fresh or comm_id not in await self.refresh_comms():
             raise CommNotFound(f"no comm {comm_id} in this kernel")
 
     def attach(self, client: Subscriber, sink: Sink) -> None:
@@ -254,12 +262,25 @@ class KernelBridge:
             self._idle.pop(msg_id, None)
 
     async def refresh_comms(self) -> dict[str, Any]:
-        """Ask the kernel which comms it has; learn those the bridge had not seen opening."""
+        """Ask the kernel which comms it has; learn those the bridge had not seen opening.
+
+        Callers that ask while a request is out share its answer: a busy kernel answers none
+        until its cell ends, and each would otherwise cost it a request then."""
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._comm_info())
+            self._refreshing.add_done_callback(self._refreshed)
+        return await asyncio.shield(self._refreshing)
+
+    async def _comm_info(self) -> dict[str, Any]:
         reply = await self.request(COMM_INFO_REQUEST, {})
         comms: dict[str, Any] = reply["content"].get("comms", {})
         for comm_id, info in comms.items():
             self.router.comm_exists(comm_id, info.get("target_name", ""))
+        self._listed_at = asyncio.get_running_loop().time()
         return comms
+
+    def _refreshed(self, _: object) -> None:
+        self._refreshing = None
 
     # -- the kernel's side ---------------------------------------------------------------------
 

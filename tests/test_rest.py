@@ -663,6 +663,33 @@ def test_sse_event_format():
     assert sse.event("one\r\ntwo\nthree") == b"data: one\ndata: two\ndata: three\n\n"
 
 
+async def test_unknown_comms_cost_a_busy_kernel_one_question(api, kernel, jp_serverapp):
+    """Calls on comms the bridge does not know, while a cell runs, share one comm_info_request
+    (at most two here: the test's HTTP client sends ten at a time); the kernel's list then
+    answers for a moment without asking again."""
+    await open_rest(api, kernel)
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_transports"]
+    channels = app.bridges.bridges[kernel.id].channels
+    asked: list[str] = []
+    request = channels.request
+
+    async def counted(msg_type: str, content: dict[str, Any], timeout: float) -> Any:
+        asked.append(msg_type)
+        return await request(msg_type, content, timeout)
+
+    channels.request = counted
+    await start_cell(kernel, "import time; time.sleep(1)")
+    unknown = [uuid.uuid4().hex for _ in range(20)]
+    answers = await asyncio.gather(
+        *(api("POST", "kernels", kernel.id, "comms", c, body={"data": 1}) for c in unknown)
+    )
+    assert [a.status for a in answers] == [404] * 20
+    assert asked == ["comm_info_request"]
+    assert (await api("DELETE", "kernels", kernel.id, "comms", unknown[0])).status == 404
+    assert (await api("POST", "kernels", kernel.id, "comms", "x", body={"data": 1})).status == 404
+    assert asked == ["comm_info_request"]
+
+
 @pytest.mark.parametrize("server_config", [{"KernelManager": {"autorestart": False}}])
 async def test_a_kernel_dead_for_good_closes_1011_and_is_refused_503(
     api, kernel, open_comm, events, server_url, token
