@@ -59,9 +59,8 @@ from .stats import KernelStats
 # finish handling a message (``settled``).
 IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY, STATUS}
 
-# Seconds the kernel's list of its comms answers for it: a comm not on it, nor opened since
-# (the bridge sees those open), is absent without asking the kernel again.
-LISTED_FOR = 1.0
+MISSING_FOR = 1.0  # seconds a comm the kernel said it lacks is taken as absent without asking
+MISSING_MAX = 1024
 SERVER_STOPPING = "server stopping"
 BRIDGE_FAILED = "bridge to the kernel failed"
 
@@ -111,7 +110,7 @@ class KernelBridge:
         self._idle: dict[str, asyncio.Future[None]] = {}
         self.in_flight = InFlight(client_in_flight_bytes, kernel_in_flight_bytes)
         self._refreshing: asyncio.Future[dict[str, Any]] | None = None  # a comm_info_request
-        self._listed_at = -LISTED_FOR  # loop time of the kernel's latest list of its comms
+        self._missing: dict[str, float] = {}  # comm id -> loop time until it counts as absent
         self._reader: asyncio.Task[None] | None = None  # of iopub
 
     async def start(self) -> None:
@@ -172,11 +171,19 @@ class KernelBridge:
 
     async def require_comm(self, comm_id: str) -> None:
         """:class:`CommNotFound` unless the kernel has this comm: asked if the bridge has not
-        seen it open, unless the kernel listed its comms a moment ago."""
+        seen it open, unless the kernel said a moment ago that it had none such.
+
+        The answer is held per comm id only: another server on a gateway kernel may open a
+        comm at any time, which this bridge does not see open."""
         if comm_id in self.router.comms:
             return
-        fresh = asyncio.get_running_loop().time() - self._listed_at < LISTED_FOR
-        if fresh or comm_id not in await self.refresh_comms():
+        loop = asyncio.get_running_loop()
+        if self._missing.get(comm_id, 0.0) > loop.time():
+            raise CommNotFound(f"no comm {comm_id} in this kernel")
+        if comm_id not in await self.refresh_comms():
+            if len(self._missing) >= MISSING_MAX:  # many unknown ids: keep the current ones
+                self._missing = {c: t for c, t in self._missing.items() if t > loop.time()}
+            self._missing[comm_id] = loop.time() + MISSING_FOR
             raise CommNotFound(f"no comm {comm_id} in this kernel")
 
     def attach(self, client: Subscriber, sink: Sink) -> None:
@@ -276,7 +283,8 @@ class KernelBridge:
         comms: dict[str, Any] = reply["content"].get("comms", {})
         for comm_id, info in comms.items():
             self.router.comm_exists(comm_id, info.get("target_name", ""))
-        self._listed_at = asyncio.get_running_loop().time()
+        for comm_id in comms:
+            self._missing.pop(comm_id, None)
         return comms
 
     def _refreshed(self, _: object) -> None:
