@@ -93,7 +93,6 @@ class GatewayChannels:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.failure: KernelFault | None = None
-        self.reconnects = 0  # how often the connection dropped and came back
         self.kernel_session: str | None = None  # the kernel's own session id: a new one, a restart
         self._ws: WebSocketClientConnection | None = None
         self._quickack: Callable[[], None] = _no_quickack
@@ -190,7 +189,6 @@ class GatewayChannels:
                         return
                     self.log.warning("Kernel %s: reconnecting failed: %s", self.kernel_id, e)
                     continue
-                self.reconnects += 1
                 self.log.info("Kernel %s: gateway connection back", self.kernel_id)
                 held_back, self._held_back, self._held_back_bytes = self._held_back, [], 0
                 for message in held_back:
@@ -260,9 +258,11 @@ class GatewayChannels:
     def _on_iopub(self, msg: dict[str, Any]) -> None:
         if msg["msg_type"] == STATUS:
             state = msg["content"].get("execution_state")
-            if state in (RESTARTING, DEAD):  # from the gateway, on its manager's callbacks
-                gone = (CloseCode.RESTARTING, KERNEL_RESTARTING)
-                self._fail(KernelGone(*gone) if state == RESTARTING else _died())
+            if state == RESTARTING:  # from the gateway, on its kernel manager's callbacks
+                self._fail(KernelGone(CloseCode.RESTARTING, KERNEL_RESTARTING))
+                return
+            if state == DEAD:
+                self._fail(KernelGone(CloseCode.BRIDGE_FAILED, KERNEL_DIED))
                 return
             session = msg["header"].get("session")
             new_kernel = state == STARTING or session != self.kernel_session
@@ -419,10 +419,6 @@ def _retrieve(written: asyncio.Future[None]) -> None:
 
 def _load(part: memoryview) -> Any:
     return json.loads(bytes(part))
-
-
-def _died() -> KernelGone:
-    return KernelGone(CloseCode.BRIDGE_FAILED, KERNEL_DIED)
 
 
 def _reason(error: HTTPClientError) -> str:
