@@ -802,7 +802,7 @@ LOGGED = st.lists(
 def test_comm_log_keeps_the_latest_and_replays_exactly_whats_missed(
     messages: list[tuple[int, frozenset[str], bool]], window: int, since: int
 ) -> None:
-    log = CommLog(window, since)
+    log = CommLog(window, since, entry_bytes=0)
     frames = []
     for i, (pad, clients, broadcast) in enumerate(messages):
         frame = OutgoingFrame("x" * pad, seq=since + i + 1)  # size pad + 2
@@ -897,7 +897,7 @@ def test_a_session_across_drops_loses_and_repeats_nothing(
     """Both ends of a session wired by hand, over connections that drop with frames in flight
     both ways: each client message reaches the kernel once, in order; the client gets every
     kernel message for it once, in order, unless a resume says ``overflow``."""
-    log, server, client = CommLog(window, since=0), SessionState(0), ClientSession()
+    log, server, client = CommLog(window, since=0, entry_bytes=0), SessionState(0), ClientSession()
     client.greeted(Hello.parse(hello(Outcome.NEW, "c", "m", 0, window)))
     up: list[ClientMessage] = []  # written by the client, not yet read by the server
     down: list[OutgoingFrame] = []  # for the client, not yet read by it

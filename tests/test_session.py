@@ -9,6 +9,7 @@ import pytest
 from jupyter_transports.errors import BadFrame
 from jupyter_transports.framing import OutgoingFrame, pack_binary
 from jupyter_transports.session import (
+    ENTRY_BYTES,
     ClientAck,
     ClientMessage,
     ClientSession,
@@ -36,7 +37,7 @@ def logged(log: CommLog, *seqs: int, clients=("a", "b"), broadcast=True) -> None
 
 
 def test_the_log_keeps_each_message_once_with_whom_it_went_to():
-    log = CommLog(window_bytes=1000, since=0)
+    log = CommLog(window_bytes=1000, since=0, entry_bytes=0)
     logged(log, 1, 2)
     logged(log, 3, clients=("b",), broadcast=False)  # transports.to b alone
     logged(log, 4)
@@ -48,8 +49,17 @@ def test_the_log_keeps_each_message_once_with_whom_it_went_to():
     assert log.size == 40 and log.last == 4
 
 
+def test_the_window_counts_what_the_server_keeps_of_each_message():
+    """Small messages cost the server about a kilobyte each, whatever their own size: the
+    window counts that, so that session_window_bytes bounds memory."""
+    log = CommLog(window_bytes=4 * (10 + ENTRY_BYTES), since=0)
+    logged(log, 1, 2, 3, 4, 5)  # 10 bytes each
+    assert [entry.frame.seq for entry in log.entries] == [2, 3, 4, 5]
+    assert log.size == 4 * (10 + ENTRY_BYTES)
+
+
 def test_a_log_that_overflows_turns_the_next_resume_into_a_reset_then_goes_on():
-    log = CommLog(window_bytes=25, since=0)
+    log = CommLog(window_bytes=25, since=0, entry_bytes=0)
     logged(log, 1, 2, 3, 4)  # 40 bytes: the oldest two go
     assert [entry.frame.seq for entry in log.entries] == [3, 4]
     assert (log.size, log.lost_through) == (20, 2)
@@ -62,7 +72,7 @@ def test_a_log_that_overflows_turns_the_next_resume_into_a_reset_then_goes_on():
 
 
 def test_a_resume_past_what_was_dropped_is_not_a_reset():
-    log = CommLog(window_bytes=25, since=0)
+    log = CommLog(window_bytes=25, since=0, entry_bytes=0)
     logged(log, 1, 2, 3, 4)
     outcome, missed = SessionState(since=0).resume(log, "a", last=2)  # it had 1 and 2
     assert outcome is Outcome.RESUMED
@@ -70,7 +80,7 @@ def test_a_resume_past_what_was_dropped_is_not_a_reset():
 
 
 def test_a_session_that_began_after_the_log_needs_nothing_from_before():
-    log = CommLog(window_bytes=25, since=0)
+    log = CommLog(window_bytes=25, since=0, entry_bytes=0)
     logged(log, 1, 2, 3, 4)  # 1 and 2 dropped, before the session began
     outcome, missed = SessionState(since=4).resume(log, "a", last=0)
     assert (outcome, missed) == (Outcome.RESUMED, [])
@@ -98,7 +108,11 @@ def test_acknowledgements_come_every_64_messages_and_none_when_nothing_is_new():
 
 def test_client_and_server_agree_across_a_dropped_connection():
     """Both ends wired together by hand; the 'connection' drops frames in flight both ways."""
-    log, server, client = CommLog(window_bytes=10_000, since=0), SessionState(0), ClientSession()
+    log, server, client = (
+        CommLog(window_bytes=10_000, since=0, entry_bytes=0),
+        SessionState(0),
+        ClientSession(),
+    )
     client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0, 1000)))
     delivered: list[int] = []
 
