@@ -51,7 +51,16 @@ from .protocol import (
     SUBSHELL_ID_HEADER,
     SUBSHELLS_FEATURE,
 )
-from .router import Action, Close, Deliver, KernelCommMessage, Router, Subscriber, ToKernel
+from .router import (
+    Action,
+    Close,
+    Deliver,
+    KernelCommMessage,
+    Lost,
+    Router,
+    Subscriber,
+    ToKernel,
+)
 from .session import CommLog
 from .stats import KernelStats
 
@@ -360,6 +369,14 @@ class KernelBridge:
                 sink = self.sinks.pop(action.client, None)
                 if sink is not None:
                     sink.close(action.code, action.reason)
+            elif isinstance(action, Lost):
+                self.stats.lost += action.count
+                self.log.warning(
+                    "Kernel %s, comm %s: %d messages never reached the server (iopub overflow)",
+                    self.kernel_id,
+                    action.comm_id,
+                    action.count,
+                )
             elif isinstance(action, ToKernel):
                 sent.append(
                     self.channels.send(

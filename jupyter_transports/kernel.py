@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .protocol import CLIENT_KEY, METADATA_KEY, USER_KEY
+from .protocol import CLIENT_KEY, METADATA_KEY, SENT_KEY, USER_KEY
 from .rpc.codec import (
     CALL,
     ECHO,
@@ -239,8 +240,11 @@ class Channel:
     def _on_open(self, comm: Any, open_msg: Mapping[str, Any]) -> None:
         who = (open_msg.get("metadata") or {}).get(METADATA_KEY) or {}
         peer_id = str(who.get(CLIENT_KEY) or comm.comm_id)  # a frontend without the bridge
+        numbers = itertools.count(1)  # the bridge counts gaps in them as lost messages
         endpoint = Endpoint(
-            lambda data, buffers: comm.send(data, buffers=buffers),
+            lambda data, buffers: comm.send(
+                data, metadata={METADATA_KEY: {SENT_KEY: next(numbers)}}, buffers=buffers
+            ),
             lambda: self.handler,
             on_call=functools.partial(self._caller.set, peer_id),  # who calls, for a handler
             batch=self.batch,

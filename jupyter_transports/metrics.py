@@ -26,6 +26,7 @@ COUNTERS = {
     "messages_from_kernel": "Comm messages of the kernel routed to at least one client",
     "bytes_from_kernel": "Bytes of the comm messages of the kernel routed to clients",
     "drops": "Clients closed for falling too far behind",
+    "lost": "Numbered comm messages of the kernel that never reached the server (iopub overflow)",
 }
 
 Status = Mapping[str, Mapping[str, int]]

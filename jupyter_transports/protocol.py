@@ -34,3 +34,4 @@ CLIENT_KEY = "client"  # bridge -> kernel: the id of the client that spoke
 USER_KEY = "user"  # bridge -> kernel: its user's name
 QUERY_KEY = "query"  # bridge -> kernel, on comm_open: the socket's query parameters
 TO_KEY = "to"  # kernel -> bridge: the only clients that receive this message
+SENT_KEY = "sent"  # kernel -> bridge: how many messages the kernel has sent on this comm so far

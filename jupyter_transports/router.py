@@ -40,6 +40,7 @@ from .protocol import (
     COMM_OPEN,
     METADATA_KEY,
     QUERY_KEY,
+    SENT_KEY,
     TO_KEY,
     USER_KEY,
 )
@@ -93,7 +94,15 @@ class ToKernel:
     target_name: str = ""
 
 
-Action = Deliver | Close | ToKernel
+@dataclass(frozen=True)
+class Lost:
+    """Messages the kernel numbered on this comm that never reached the server."""
+
+    comm_id: str
+    count: int
+
+
+Action = Deliver | Close | ToKernel | Lost
 
 
 class KernelCommMessage(NamedTuple):
@@ -138,6 +147,7 @@ class Comm:
     clients: dict[str, Subscriber] = field(default_factory=dict)
     collectors: dict[str, Collector] = field(default_factory=dict)  # by parent msg id
     seq: int = 0  # the last comm message routed from the kernel
+    sent: int = 0  # the kernel's own count of its messages on this comm, when it numbers them
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -254,12 +264,13 @@ class Router:
         if comm is None:
             return []
         if msg_type == COMM_MSG:
+            lost = _count_lost(comm, metadata)
             to = _addressees(metadata)
             recipients, done = self._reply_recipients(comm, to, parent_msg_id)
             if not recipients:
-                return []
+                return lost
             frame = OutgoingFrame(content.get("data"), buffers, comm.next_seq())
-            return [Deliver(recipients, frame, comm_id, to is None), *done]
+            return [*lost, Deliver(recipients, frame, comm_id, to is None), *done]
         if msg_type == COMM_CLOSE:
             del self.comms[comm_id]
             if parent_msg_type == COMM_OPEN:
@@ -348,6 +359,18 @@ def _forget_collector(comm: Comm, client_id: str) -> None:
         if collector.client.id == client_id:
             del comm.collectors[parent_msg_id]
             return
+
+
+def _count_lost(comm: Comm, metadata: Mapping[str, Any]) -> list[Action]:
+    """A gap in the numbers the kernel gives its messages on ``comm`` (``transports.sent``):
+    those never reached the server (ZMQ dropped them). Counted from the first number seen."""
+    transports = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
+    sent = transports.get(SENT_KEY) if isinstance(transports, Mapping) else None
+    if not isinstance(sent, int) or isinstance(sent, bool):
+        return []
+    missing = sent - comm.sent - 1 if comm.sent else 0
+    comm.sent = max(comm.sent, sent)
+    return [Lost(comm.id, missing)] if missing > 0 else []
 
 
 def _addressees(metadata: Mapping[str, Any]) -> dict[str, None] | None:

@@ -20,6 +20,7 @@ class KernelStats:
     messages_from_kernel: int = 0  # comm messages of the kernel routed to at least one client
     bytes_from_kernel: int = 0  # their frames' bytes, counted once however many receive them
     drops: int = 0  # clients closed for falling too far behind
+    lost: int = 0  # numbered kernel comm messages (metadata.transports.sent) that never arrived
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

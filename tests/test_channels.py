@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
+import time
 from queue import Empty
 from typing import Any
 
 import pytest
 from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_v1
+from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_transports.channels.base import WAKEUP_GUARD, ClientChannels, next_msg
 from jupyter_transports.channels.gateway import split_v1
 from jupyter_transports.channels.local import IOPUB_RCVBUF
 from jupyter_transports.errors import KernelFault
+
+from .conftest import TIMEOUT
 
 
 class MissedWakeup:
@@ -104,3 +109,47 @@ async def test_a_local_kernels_iopub_has_room_for_bursts(open_comm, jp_serverapp
     socket = app.bridges.bridges[kernel.id].channels._iopub_socket
     assert socket.rcvhwm == app.iopub_high_water_mark == 100_000
     assert socket.rcvbuf == IOPUB_RCVBUF
+
+
+NUMBERED_FLOOD = """
+import time
+from comm import get_comm_manager
+
+def numbered_flood(comm, open_msg):
+    # {"count": n, "size": s}: n messages of s bytes, numbered as the transports protocol says,
+    # then one more, 3 s later
+    def on_msg(msg):
+        request = msg["content"]["data"]
+        for n in range(1, request["count"] + 1):
+            comm.send({"n": n, "pad": "x" * request["size"]},
+                      metadata={"transports": {"sent": n}})
+        time.sleep(3)
+        n = request["count"] + 1
+        comm.send({"n": n, "pad": ""}, metadata={"transports": {"sent": n}})
+    comm.on_msg(on_msg)
+
+get_comm_manager().register_target("numbered_flood", numbered_flood)
+"""
+
+
+@pytest.mark.parametrize("transports_config", [{"iopub_high_water_mark": 100}])
+async def test_numbered_messages_lost_before_the_server_are_counted(
+    open_comm, kernel, server_url, token
+):
+    """A kernel that numbers its messages on a comm (metadata.transports.sent, as
+    jupyter_transports.kernel's channels do) has every gap counted in the status and metrics:
+    here the server stops reading while the kernel publishes 48 MB, and ZMQ drops most."""
+    await kernel.execute(NUMBERED_FLOOD)
+    comm = await open_comm("numbered_flood", session=False)
+    await comm.send({"count": 3000, "size": 16 * 1024})
+    await asyncio.sleep(0.3)  # on its way to the kernel, which starts publishing
+    time.sleep(2)  # the server (this process) reads nothing meanwhile
+    numbers = []
+    while not numbers or numbers[-1] < 3001:  # the last one comes after the flood: it arrives
+        numbers.append((await asyncio.wait_for(comm.recv(), TIMEOUT)).data["n"])
+    assert numbers == sorted(numbers) and len(numbers) < 3001
+    response = await AsyncHTTPClient().fetch(
+        f"{server_url}api/transports/status", headers={"Authorization": f"token {token}"}
+    )
+    lost = json.loads(response.body)["kernels"][kernel.id]["lost"]
+    assert lost == numbers[-1] - numbers[0] + 1 - len(numbers) > 0  # the gaps, no more

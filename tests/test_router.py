@@ -11,6 +11,7 @@ from jupyter_transports.router import (
     Close,
     Deliver,
     KernelCommMessage,
+    Lost,
     Router,
     Subscriber,
     ToKernel,
@@ -146,3 +147,22 @@ def test_kernel_gone_closes_everyone_and_server_stop_closes_owned_comms():
         ("b", CloseCode.GOING_AWAY),
     }
     assert router.comms == {} and router.clients == {}
+
+
+def test_gaps_in_the_kernels_numbers_are_counted_as_lost():
+    """A kernel that numbers its messages on a comm (transports.sent): the missing numbers
+    never reached the server. Counted from the first number seen, whoever was attached."""
+    router = Router()
+    router.comm_exists("c1", "widget")
+
+    def sent(n: int) -> list:
+        return kernel_says(router, n, metadata={"transports": {"sent": n}})
+
+    assert sent(7) == []  # the first seen: what came before is not the server's to know
+    assert sent(8) == []  # nobody attached: routed to no one, counted all the same
+    router.attach(client("a"))
+    [lost, deliver] = sent(11)
+    assert lost == Lost("c1", 2)
+    assert isinstance(deliver, Deliver) and deliver.frame.data == 11
+    assert [a for a in sent(12) if isinstance(a, Lost)] == []
+    assert [a for a in kernel_says(router, "unnumbered") if isinstance(a, Lost)] == []
