@@ -24,12 +24,12 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from .channels import KernelChannels
+from .comm_lookup import CommLookup
 from .errors import (
     KERNEL_DIED,
     KERNEL_RESTARTING,
     KERNEL_SHUT_DOWN,
     CloseCode,
-    CommNotFound,
     KernelFault,
     KernelGone,
     KernelTimeout,
@@ -40,7 +40,6 @@ from .protocol import (
     BUSY,
     COMM_CLOSE,
     COMM_ID_HEADER,
-    COMM_INFO_REQUEST,
     COMM_MSG_TYPES,
     CREATE_SUBSHELL_REQUEST,
     DELETE_SUBSHELL_REQUEST,
@@ -68,8 +67,6 @@ from .stats import KernelStats
 # finish handling a message (``settled``).
 IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY, STATUS}
 
-MISSING_FOR = 1.0  # seconds a comm the kernel said it lacks is taken as absent without asking
-MISSING_MAX = 1024
 SERVER_STOPPING = "server stopping"
 BRIDGE_FAILED = "bridge to the kernel failed"
 
@@ -118,8 +115,7 @@ class KernelBridge:
         self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
         self._idle: dict[str, asyncio.Future[None]] = {}
         self.in_flight = InFlight(client_in_flight_bytes, kernel_in_flight_bytes)
-        self._refreshing: asyncio.Future[dict[str, Any]] | None = None  # a comm_info_request
-        self._missing: dict[str, float] = {}  # comm id -> loop time until it counts as absent
+        self.comms = CommLookup(self.router, self.request)  # those it has not seen open
         self._reader: asyncio.Task[None] | None = None  # of iopub
 
     async def start(self) -> None:
@@ -177,23 +173,6 @@ class KernelBridge:
             self.router.open_comm(client, target_name, data, query, owned=owned)
         )
         return msg_id
-
-    async def require_comm(self, comm_id: str) -> None:
-        """:class:`CommNotFound` unless the kernel has this comm: asked if the bridge has not
-        seen it open, unless the kernel said a moment ago that it had none such.
-
-        The answer is held per comm id only: another server on a gateway kernel may open a
-        comm at any time, which this bridge does not see open."""
-        if comm_id in self.router.comms:
-            return
-        loop = asyncio.get_running_loop()
-        if self._missing.get(comm_id, 0.0) > loop.time():
-            raise CommNotFound(f"no comm {comm_id} in this kernel")
-        if comm_id not in await self.refresh_comms():
-            if len(self._missing) >= MISSING_MAX:  # many unknown ids: keep the current ones
-                self._missing = {c: t for c, t in self._missing.items() if t > loop.time()}
-            self._missing[comm_id] = loop.time() + MISSING_FOR
-            raise CommNotFound(f"no comm {comm_id} in this kernel")
 
     def attach(self, client: Subscriber, sink: Sink) -> None:
         """Subscribe ``client`` to an existing comm (:class:`~.errors.CommNotFound` if unknown)."""
@@ -276,28 +255,6 @@ class KernelBridge:
             raise KernelTimeout(late) from None
         finally:
             self._idle.pop(msg_id, None)
-
-    async def refresh_comms(self) -> dict[str, Any]:
-        """Ask the kernel which comms it has; learn those the bridge had not seen opening.
-
-        Callers that ask while a request is out share its answer: a busy kernel answers none
-        until its cell ends, and each would otherwise cost it a request then."""
-        if self._refreshing is None:
-            self._refreshing = asyncio.ensure_future(self._comm_info())
-            self._refreshing.add_done_callback(self._refreshed)
-        return await asyncio.shield(self._refreshing)
-
-    async def _comm_info(self) -> dict[str, Any]:
-        reply = await self.request(COMM_INFO_REQUEST, {})
-        comms: dict[str, Any] = reply["content"].get("comms", {})
-        for comm_id, info in comms.items():
-            self.router.comm_exists(comm_id, info.get("target_name", ""))
-        for comm_id in comms:
-            self._missing.pop(comm_id, None)
-        return comms
-
-    def _refreshed(self, _: object) -> None:
-        self._refreshing = None
 
     # -- the kernel's side ---------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ class EventsHandler(TransportsAPIHandler):
         self.ended = asyncio.Event()
         self.client = self.new_client(comm_id, can_send=False)
         async with self.bridge(kernel_id) as bridge:
-            await bridge.require_comm(comm_id)
+            await bridge.comms.require(comm_id)
             self.set_header("Content-Type", sse.CONTENT_TYPE)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold events back

@@ -105,7 +105,7 @@ def _is_integer(value: Any) -> bool:
 
 async def list_comms(bridge: KernelBridge) -> dict[str, dict[str, Any]]:
     """The kernel's own view of its comms, with the clients attached to each in this server."""
-    comms = await bridge.refresh_comms()
+    comms = await bridge.comms.refresh()
     return {
         comm_id: {
             TARGET_NAME: info.get(TARGET_NAME, ""),
@@ -157,7 +157,7 @@ async def send(
     size: int,
 ) -> list[Any]:
     """Send one message on ``client.comm_id``; the first ``count`` replies to it within ``wait``."""
-    await bridge.require_comm(client.comm_id)
+    await bridge.comms.require(client.comm_id)
     if (room := bridge.room(client.id)) is not None:  # the kernel has too much unhandled
         await room
     bridge.post(client, collector, data, count=count, size=size)
@@ -172,7 +172,7 @@ async def send(
 
 async def close_comm(bridge: KernelBridge, comm_id: str) -> None:
     """Close a comm, and return once the kernel has handled the comm_close."""
-    await bridge.require_comm(comm_id)
+    await bridge.comms.require(comm_id)
     await bridge.settled(bridge.close_comm(comm_id))
 
 

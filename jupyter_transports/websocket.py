@@ -323,15 +323,17 @@ class StrictTextProtocol(WebSocketProtocol13):
     clients take for a network failure and retry); RFC 6455 (8.1) and the contract say 1007."""
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
-        if opcode == TEXT_OPCODE and not self._frame_compressed and not self.client_terminated:
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                handler: Any = self.handler  # the CommSocketHandler that made this protocol
-                handler.log.warning("Closing a socket (1007): a text frame that is not UTF-8")
-                handler.close(CloseCode.BAD_FRAME, "a text frame that is not UTF-8")
-                return None
-        return super()._handle_message(opcode, data)
+        if opcode != TEXT_OPCODE or self._frame_compressed or self.client_terminated:
+            return super()._handle_message(opcode, data)
+        try:  # decoded once, here, as tornado's own branch for text frames does
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            handler: Any = self.handler  # the CommSocketHandler that made this protocol
+            handler.log.warning("Closing a socket (1007): a text frame that is not UTF-8")
+            handler.close(CloseCode.BAD_FRAME, "a text frame that is not UTF-8")
+            return None
+        self._message_bytes_in += len(data)
+        return self._run_callback(self.handler.on_message, text)
 
 
 class NewCommHandler(CommSocketHandler):
@@ -387,7 +389,7 @@ class AttachHandler(CommSocketHandler):
         """404 for a comm the kernel does not have, unless a live session resumes: it is told
         how its comm ended (after what was waiting for it), whenever that was."""
         if self.resuming is None:
-            await bridge.require_comm(self.client.comm_id)
+            await bridge.comms.require(self.client.comm_id)
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)

@@ -14,8 +14,8 @@ from jupyter_server.services.kernels.connection.base import serialize_msg_to_ws_
 from tornado.httpclient import AsyncHTTPClient
 
 from jupyter_transports.channels.base import WAKEUP_GUARD, ClientChannels, next_msg
-from jupyter_transports.channels.gateway import split_v1
 from jupyter_transports.channels.local import IOPUB_RCVBUF
+from jupyter_transports.channels.wire import split_v1
 from jupyter_transports.errors import KernelFault
 
 from .conftest import TIMEOUT

@@ -28,6 +28,34 @@ STOP_LINGER_MS = 100  # ms that what was sent just before stop() may take to go 
 CLOSED = "the kernel's channels closed"
 
 
+class PendingReplies:
+    """Requests sent and awaiting their replies, by msg id."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    async def wait(self, msg_id: str, msg_type: str, timeout: float) -> dict[str, Any]:
+        """The reply to ``msg_id``, a ``msg_type`` (``KernelTimeout`` after ``timeout``)."""
+        reply = self._waiting[msg_id] = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(reply, timeout)
+        except asyncio.TimeoutError:
+            raise KernelTimeout(f"no {msg_type} reply within {timeout} s") from None
+        finally:
+            self._waiting.pop(msg_id, None)
+
+    def answer(self, msg: dict[str, Any]) -> None:
+        """A reply came: to a request still waiting, or to nobody."""
+        reply = self._waiting.get(msg["parent_header"].get("msg_id"))
+        if reply is not None and not reply.done():
+            reply.set_result(msg)
+
+    def fail(self, failure: Exception) -> None:
+        for reply in self._waiting.values():
+            if not reply.done():
+                reply.set_exception(failure)
+
+
 class ClientChannels:
     """The shell and control half of a :class:`~jupyter_transports.channels.KernelChannels`
     over a kernel client; subclasses say how iopub is read."""
@@ -39,7 +67,7 @@ class ClientChannels:
         self.control = control  # whether to open the control channel (for subshell requests)
         self.iopub_types = None if iopub_types is None else frozenset(iopub_types) | {STATUS}
         self.failure: KernelFault | None = None  # why the channels stopped working, once they did
-        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by request msg id
+        self.replies = PendingReplies()
         self._shell_reader: asyncio.Task[None] | None = None
 
     # -- subclasses ----------------------------------------------------------------------------
@@ -91,21 +119,12 @@ class ClientChannels:
     ) -> dict[str, Any]:
         if self.failure is not None:
             raise self.failure
-        msg_id = self.send(msg_type, content)
-        reply = self._replies[msg_id] = asyncio.get_running_loop().create_future()
-        try:
-            return await asyncio.wait_for(reply, timeout)
-        except asyncio.TimeoutError:
-            raise KernelTimeout(f"no {msg_type} reply within {timeout} s") from None
-        finally:
-            self._replies.pop(msg_id, None)
+        return await self.replies.wait(self.send(msg_type, content), msg_type, timeout)
 
     async def _read_shell(self) -> None:
         while True:
             msg = await next_msg(self.client.shell_channel)
-            reply = self._replies.get(msg["parent_header"].get("msg_id"))
-            if reply is not None and not reply.done():
-                reply.set_result(msg)
+            self.replies.answer(msg)
 
     def _shell_reader_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (error := task.exception()) is not None:
@@ -117,9 +136,7 @@ class ClientChannels:
             return
         failure.__cause__ = cause
         self.failure = failure
-        for reply in self._replies.values():
-            if not reply.done():
-                reply.set_exception(failure)
+        self.replies.fail(failure)
         self._interrupt_iopub()
 
     # -- control -------------------------------------------------------------------------------

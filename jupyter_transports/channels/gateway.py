@@ -2,9 +2,8 @@
 ``/api/kernels/{id}/channels`` (Jupyter Kernel Gateway, Enterprise Gateway).
 
 It speaks the binary subprotocol ``v1.kernel.websocket.jupyter.org`` where the gateway offers
-it: every message is the kernel's own parts (header, parent header, metadata, content, buffers)
-as the kernel packed them, so buffers cross both ways intact and arrive as views of the frame.
-Otherwise it speaks the legacy layout (JSON text, binary with buffers). The connection takes the
+it, else the legacy layout (both in :mod:`.wire`), so buffers cross both ways intact. The
+connection takes the
 auth headers, TLS options and timeouts of jupyter_server's ``GatewayClient`` config, and a
 ``session_id`` of the bridge's own.
 
@@ -22,24 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import random
 import socket
-import struct
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import quote
 
-from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
-from jupyter_server.services.kernels.connection.base import (
-    deserialize_binary_message,
-    serialize_binary_message,
-    serialize_msg_to_ws_v1,
-)
 from jupyter_server.utils import url_path_join
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
@@ -57,10 +48,10 @@ from ..errors import (
 )
 from ..framing import Buffers
 from ..protocol import STARTING, STATUS
-from .base import CLOSED, nudge
+from . import wire
+from .base import CLOSED, PendingReplies, nudge
 
-V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
-SHELL, CONTROL, IOPUB = "shell", "control", "iopub"
+SHELL, CONTROL, IOPUB = "shell", "control", wire.IOPUB
 RESTARTING, DEAD = "restarting", "dead"  # statuses the gateway itself sends about its kernel
 HELD_BACK_LIMIT = 64 * 1024 * 1024  # bytes sent while reconnecting before the channels give up
 MAX_MESSAGE_BYTES = 1 << 40  # what the kernel sends is not limited (as for local kernels)
@@ -99,7 +90,7 @@ class GatewayChannels:
         self._v1 = False  # whether the gateway speaks the v1 subprotocol
         self._iopub: deque[dict[str, Any]] = deque()
         self._iopub_wake: asyncio.Future[None] | None = None
-        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}  # by request msg id
+        self.replies = PendingReplies()
         self._held_back: list[bytes | str] = []  # sent while the connection is down
         self._held_back_bytes = 0
         self._reconnecting: asyncio.Task[None] | None = None
@@ -137,7 +128,7 @@ class GatewayChannels:
             ws = await websocket_connect(
                 request,
                 on_message_callback=lambda message: self._on_message(message, connection),
-                subprotocols=[V1_PROTOCOL],
+                subprotocols=[wire.V1_PROTOCOL],
                 max_message_size=MAX_MESSAGE_BYTES,
                 ping_interval=self.ping_interval or None,
                 ping_timeout=self.ping_timeout,
@@ -158,7 +149,7 @@ class GatewayChannels:
         assert stream is not None
         stream.set_nodelay(True)
         self._quickack = _quickack(stream.socket)
-        self._v1 = ws.selected_subprotocol == V1_PROTOCOL
+        self._v1 = ws.selected_subprotocol == wire.V1_PROTOCOL
         self._ws = ws
 
     def _on_closed(self) -> None:
@@ -208,7 +199,7 @@ class GatewayChannels:
             return
         self._quickack()
         try:
-            channel, msg = self._parse(message)
+            channel, msg = wire.decode(message, v1=self._v1, iopub_types=self.iopub_types)
         except (ValueError, KeyError, TypeError) as e:
             self._fail(KernelFault(f"malformed message from the gateway: {e!r}"), e)
             return
@@ -217,43 +208,7 @@ class GatewayChannels:
         if channel == IOPUB:
             self._on_iopub(msg)
         elif channel in (SHELL, CONTROL):
-            reply = self._replies.get(msg["parent_header"].get("msg_id"))
-            if reply is not None and not reply.done():
-                reply.set_result(msg)
-
-    def _parse(self, message: bytes | str) -> tuple[str, dict[str, Any] | None]:
-        """The message's channel, and the message (None for an iopub type not wanted, which is
-        dropped after its header alone is read)."""
-        if not self._v1:
-            if isinstance(message, str):
-                msg = json.loads(message)
-                msg.setdefault("buffers", [])
-            else:
-                msg = deserialize_binary_message(message)
-            channel = msg.pop("channel", "")
-            msg["msg_type"] = msg["header"]["msg_type"]
-            if channel == IOPUB and not self._wanted(msg["msg_type"]):
-                return channel, None
-            return channel, msg
-        assert isinstance(message, bytes)
-        channel, parts = split_v1(message)
-        if len(parts) < 4:
-            raise ValueError(f"a message of {len(parts)} parts")
-        header = _load(parts[0])
-        if channel == IOPUB and not self._wanted(header["msg_type"]):
-            return channel, None
-        return channel, {
-            "header": header,
-            "msg_id": header["msg_id"],
-            "msg_type": header["msg_type"],
-            "parent_header": _load(parts[1]),
-            "metadata": _load(parts[2]),
-            "content": _load(parts[3]),
-            "buffers": parts[4:],
-        }
-
-    def _wanted(self, msg_type: str) -> bool:
-        return self.iopub_types is None or msg_type in self.iopub_types
+            self.replies.answer(msg)
 
     def _on_iopub(self, msg: dict[str, Any]) -> None:
         if msg["msg_type"] == STATUS:
@@ -318,14 +273,7 @@ class GatewayChannels:
     ) -> dict[str, Any]:
         if self.failure is not None:
             raise self.failure
-        msg_id = self._send(channel, msg_type, content)
-        reply = self._replies[msg_id] = asyncio.get_running_loop().create_future()
-        try:
-            return await asyncio.wait_for(reply, timeout)
-        except asyncio.TimeoutError:
-            raise KernelTimeout(f"no {msg_type} reply within {timeout} s") from None
-        finally:
-            self._replies.pop(msg_id, None)
+        return await self.replies.wait(self._send(channel, msg_type, content), msg_type, timeout)
 
     def _send(
         self,
@@ -336,26 +284,23 @@ class GatewayChannels:
         buffers: Buffers = (),
         header: Mapping[str, str] | None = None,
     ) -> str:
-        msg = self.session.msg(msg_type, content, metadata=metadata)
-        if header:
-            msg["header"].update(header)
-        pack = self.session.pack
-        if self._v1:
-            parts = [pack(msg["header"]), pack({}), pack(msg["metadata"]), pack(msg["content"])]
-            message: bytes | str = serialize_msg_to_ws_v1([*parts, *buffers], channel)
-        else:
-            msg["channel"] = channel
-            if buffers:
-                message = serialize_binary_message({**msg, "buffers": list(buffers)})
-            else:
-                message = json.dumps(msg, default=json_default)
+        msg_id, message = wire.encode(
+            self.session,
+            channel,
+            msg_type,
+            content,
+            v1=self._v1,
+            metadata=metadata,
+            buffers=buffers,
+            header=header,
+        )
         if len(message) > self.max_message_bytes:
             raise TooLarge(
                 f"a kernel message of {len(message)} bytes is over what the gateway takes "
                 f"({self.max_message_bytes} bytes: gateway_max_message_bytes)"
             )
         self._write(message)
-        return msg["header"]["msg_id"]  # type: ignore[no-any-return]
+        return msg_id
 
     def _write(self, message: bytes | str) -> None:
         if self._ws is not None:
@@ -381,9 +326,7 @@ class GatewayChannels:
             return
         failure.__cause__ = cause
         self.failure = failure
-        for reply in self._replies.values():
-            if not reply.done():
-                reply.set_exception(failure)
+        self.replies.fail(failure)
         self._held_back.clear()
         self._wake()
         if self._ws is not None and not isinstance(failure, KernelGone):
@@ -399,26 +342,9 @@ class GatewayChannels:
             self._ws = None
 
 
-def split_v1(message: bytes) -> tuple[str, list[memoryview]]:
-    """A ``v1.kernel.websocket.jupyter.org`` message's channel and parts (views of it)."""
-    view = memoryview(message)
-    (count,) = struct.unpack_from("<Q", view)
-    if count < 2 or 8 * (count + 1) > len(view):
-        raise ValueError(f"a message of {len(view)} bytes cannot hold {count} offsets")
-    offsets = struct.unpack_from(f"<{count}Q", view, 8)
-    if list(offsets) != sorted(offsets) or offsets[-1] > len(view):
-        raise ValueError("offsets out of order or past the end")
-    channel = bytes(view[offsets[0] : offsets[1]]).decode()
-    return channel, [view[start:end] for start, end in itertools.pairwise(offsets[1:])]
-
-
 def _retrieve(written: asyncio.Future[None]) -> None:
     if not written.cancelled():
         written.exception()
-
-
-def _load(part: memoryview) -> Any:
-    return json.loads(bytes(part))
 
 
 def _reason(error: HTTPClientError) -> str:
