@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 import time
@@ -112,40 +113,56 @@ async def test_a_local_kernels_iopub_has_room_for_bursts(open_comm, jp_serverapp
 
 
 NUMBERED_FLOOD = """
-import time
+import pathlib, threading
 from comm import get_comm_manager
 
 def numbered_flood(comm, open_msg):
-    # {"count": n, "size": s}: n messages of s bytes, numbered as the transports protocol says,
-    # then one more, 3 s later
+    # {"count": n, "size": s, "done": path}: n messages of s bytes, numbered as the transports
+    # protocol says; the file at path is written once the kernel's iopub thread has put them all
+    # on its socket. {"last": n}: message n, empty.
     def on_msg(msg):
         request = msg["content"]["data"]
+        if "last" in request:
+            n = request["last"]
+            comm.send({"n": n, "pad": ""}, metadata={"transports": {"sent": n}})
+            return
         for n in range(1, request["count"] + 1):
             comm.send({"n": n, "pad": "x" * request["size"]},
                       metadata={"transports": {"sent": n}})
-        time.sleep(3)
-        n = request["count"] + 1
-        comm.send({"n": n, "pad": ""}, metadata={"transports": {"sent": n}})
+        flushed = threading.Event()
+        get_ipython().kernel.iopub_thread.schedule(flushed.set)
+        flushed.wait(60)
+        pathlib.Path(request["done"]).touch()
     comm.on_msg(on_msg)
 
 get_comm_manager().register_target("numbered_flood", numbered_flood)
 """
 
 
-@pytest.mark.parametrize("transports_config", [{"iopub_high_water_mark": 100}])
+@pytest.mark.parametrize(
+    "transports_config", [{"iopub_high_water_mark": 100, "client_buffer_bytes": 512 * 2**20}]
+)
 async def test_numbered_messages_lost_before_the_server_are_counted(
-    open_comm, kernel, server_url, token
+    open_comm, kernel, server_url, token, tmp_path
 ):
     """A kernel that numbers its messages on a comm (metadata.transports.sent, as
     jupyter_transports.kernel's channels do) has every gap counted in the status and metrics:
-    here the server stops reading while the kernel publishes 48 MB, and ZMQ drops most."""
+    here the server reads nothing until the kernel has published 192 MB, more than ZMQ and TCP
+    hold between them, so ZMQ drops some."""
     await kernel.execute(NUMBERED_FLOOD)
     comm = await open_comm("numbered_flood", session=False)
-    await comm.send({"count": 3000, "size": 16 * 1024})
+    done = tmp_path / "flood-published"
+    await comm.send({"count": 3000, "size": 64 * 1024, "done": str(done)})
     await asyncio.sleep(0.3)  # on its way to the kernel, which starts publishing
-    time.sleep(2)  # the server (this process) reads nothing meanwhile
+    deadline = time.monotonic() + TIMEOUT
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server (this process) reads nothing until the kernel is done
     numbers = []
-    while not numbers or numbers[-1] < 3001:  # the last one comes after the flood: it arrives
+    with contextlib.suppress(TimeoutError):
+        while True:  # what survived, until a quiet second
+            numbers.append((await asyncio.wait_for(comm.recv(), 1)).data["n"])
+    await comm.send({"last": 3001})  # behind an empty queue now: it arrives
+    while not numbers or numbers[-1] < 3001:
         numbers.append((await asyncio.wait_for(comm.recv(), TIMEOUT)).data["n"])
     assert numbers == sorted(numbers) and len(numbers) < 3001
     response = await AsyncHTTPClient().fetch(
