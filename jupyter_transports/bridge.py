@@ -80,6 +80,9 @@ class Sink(Protocol):
     def close(self, code: CloseCode, reason: str) -> None:
         """End the subscription; the bridge has forgotten the subscriber already."""
 
+    def lost(self, count: int) -> None:
+        """``count`` messages of the subscriber's comm never reached the server."""
+
 
 class KernelBridge:
     """Routes one kernel's comms to their subscribers."""
@@ -142,6 +145,20 @@ class KernelBridge:
             self.log.warning("Kernel %s created no subshell: %s", self.kernel_id, reply["content"])
             return None
         return subshell_id
+
+    def _report_lost(self, lost: Lost) -> None:
+        self.stats.lost += lost.count
+        self.log.warning(
+            "Kernel %s, comm %s: %d messages never reached the server (iopub overflow)",
+            self.kernel_id,
+            lost.comm_id,
+            lost.count,
+        )
+        comm = self.router.comms.get(lost.comm_id)
+        for client_id in comm.clients if comm is not None else ():
+            sink = self.sinks.get(client_id)
+            if sink is not None:
+                sink.lost(lost.count)
 
     def _header(self, action: ToKernel) -> dict[str, str] | None:
         """Extra header fields of a message to the kernel: the subshell that serves comms to
@@ -327,13 +344,7 @@ class KernelBridge:
                 if sink is not None:
                     sink.close(action.code, action.reason)
             elif isinstance(action, Lost):
-                self.stats.lost += action.count
-                self.log.warning(
-                    "Kernel %s, comm %s: %d messages never reached the server (iopub overflow)",
-                    self.kernel_id,
-                    action.comm_id,
-                    action.count,
-                )
+                self._report_lost(action)
             elif isinstance(action, ToKernel):
                 sent.append(
                     self.channels.send(

@@ -49,16 +49,20 @@ class CommClient:
         frames: str = FrameMode.JSON.value,
         session: bool = True,
         on_reset: Callable[[str], None] | None = None,
+        on_lost: Callable[[int], None] | None = None,
         **query: str,
     ) -> CommClient:
         """Open a new comm to ``target_name``; it closes when this client does.
 
-        ``on_reset(reason)`` is called when a reconnection could not resume the session.
+        ``on_reset(reason)`` is called when a reconnection could not resume the session;
+        ``on_lost(count)`` when the server says ``count`` kernel messages on the comm never
+        reached it (both: sessions only; the application should resynchronise its state).
         """
         if data is not None:
             query["data"] = json.dumps(data)
         url = comm_url(server_url, kernel_id, "targets", target_name, **query, frames=frames)
-        return await cls._start(url, token, session and frames == FrameMode.JSON.value, on_reset)
+        session = session and frames == FrameMode.JSON.value
+        return await cls._start(url, token, session, on_reset=on_reset, on_lost=on_lost)
 
     @classmethod
     async def attach(
@@ -71,11 +75,13 @@ class CommClient:
         frames: str = FrameMode.JSON.value,
         session: bool = True,
         on_reset: Callable[[str], None] | None = None,
+        on_lost: Callable[[int], None] | None = None,
         **query: str,
     ) -> CommClient:
         """Attach to an existing comm (e.g. a widget's); options as for :meth:`open`."""
         url = comm_url(server_url, kernel_id, "comms", comm_id, **query, frames=frames)
-        return await cls._start(url, token, session and frames == FrameMode.JSON.value, on_reset)
+        session = session and frames == FrameMode.JSON.value
+        return await cls._start(url, token, session, on_reset=on_reset, on_lost=on_lost)
 
     @classmethod
     async def connect(
@@ -86,10 +92,10 @@ class CommClient:
 
     @classmethod
     async def _start(
-        cls, url: str, token: str | None, session: bool, on_reset: Callable[[str], None] | None
+        cls, url: str, token: str | None, session: bool, **callbacks: Any
     ) -> CommClient:
         if session:
-            return cls(await ResumableSocket.start(url, token=token, on_reset=on_reset))
+            return cls(await ResumableSocket.start(url, token=token, **callbacks))
         return cls(await Socket.connect(url, token))
 
     # -- the session ---------------------------------------------------------------------------
@@ -117,6 +123,11 @@ class CommClient:
     def client_id(self) -> str | None:
         """The id the kernel knows this client by (None without a session)."""
         return self.resumable.hello.client_id if self.resumable else None
+
+    @property
+    def lost(self) -> int:
+        """How many kernel messages on the comm the server said never reached it (sessions)."""
+        return self.resumable.session.lost if self.resumable else 0
 
     @property
     def reconnects(self) -> int:

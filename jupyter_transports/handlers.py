@@ -236,6 +236,9 @@ class EventsHandler(TransportsAPIHandler):
         self.send(sse.event(dumps({"code": int(code), "reason": reason}), sse.CLOSE))
         self.ended.set()
 
+    def lost(self, count: int) -> None:
+        self.send(sse.event(dumps({"count": count}), sse.LOST))
+
 
 class StatusHandler(TransportsAPIHandler):
     """``GET /api/transports/status``: per kernel, its comms, clients and traffic."""

@@ -59,6 +59,9 @@ class ReplyCollector:
             self.code = code
         self.closed.set()
 
+    def lost(self, count: int) -> None:
+        """A REST call's answer has no place to say it (the status and metrics count it)."""
+
     async def wait(self, seconds: float) -> None:
         """Until the collector is closed, or ``seconds`` passed (``wait`` is not a timeout)."""
         if seconds <= 0 or self.closed.is_set():

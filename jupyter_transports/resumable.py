@@ -42,7 +42,8 @@ class ResumableSocket:
     """One kernel comm over a durable session, on one connection after another.
 
     ``resume_within``: seconds to keep trying to reconnect before giving up (:class:`CommClosed`
-    with code None); ``on_reset(reason)``: called when a connection could not resume.
+    with code None); ``on_reset(reason)``: called when a connection could not resume;
+    ``on_lost(count)``: when the server says ``count`` kernel messages never reached it.
     """
 
     def __init__(
@@ -52,12 +53,14 @@ class ResumableSocket:
         token: str | None = None,
         resume_within: float = 60.0,
         on_reset: Callable[[str], None] | None = None,
+        on_lost: Callable[[int], None] | None = None,
     ) -> None:
         self.url = url  # the endpoint's, without session parameters
         self.token = token
         self.session_key = new_session_key()
         self.resume_within = resume_within
         self.on_reset = on_reset
+        self.on_lost = on_lost
         self.session = ClientSession()
         self.reconnects = 0
         self.socket: Socket | None = None  # the current connection
@@ -162,7 +165,10 @@ class ResumableSocket:
     # -- receiving -----------------------------------------------------------------------------
 
     def _receive(self, frame: str | bytes) -> None:
+        lost = self.session.lost
         message = self.session.receive(frame)
+        if self.session.lost > lost and self.on_lost:
+            self.on_lost(self.session.lost - lost)
         if message is None:
             return
         self._inbox.put_nowait(Message(message.data, list(message.buffers)))  # type: ignore[arg-type]

@@ -58,6 +58,7 @@ SEQ_KEY = "seq"
 ACK_KEY = "ack"
 WINDOW_KEY = "window"
 DATA_KEY = "data"
+LOST_KEY = "lost"
 
 
 class Outcome(str, Enum):
@@ -210,6 +211,7 @@ class ClientSession:
         self.unwritten: deque[ClientMessage] = deque()  # not yet written on this connection
         self.received = 0  # bytes received since the last acknowledgement
         self.hello: Hello | None = None  # of the current connection
+        self.lost = 0  # kernel messages on the comm the server said never reached it
 
     def greeted(self, hello: Hello) -> None:
         """A connection began with ``hello``: a new session forgets every number of the old one
@@ -235,7 +237,7 @@ class ClientSession:
 
     def receive(self, frame: Frame) -> ClientMessage | None:
         """A frame from the server after the hello: a comm message (with its seq), or None for
-        an acknowledgement; :class:`BadFrame` for anything else."""
+        an acknowledgement or a loss; :class:`BadFrame` for anything else."""
         fields, buffers = decode_frame(frame, FrameMode.JSON)
         if isinstance(fields, dict) and _is_count(fields.get(SEQ_KEY)) and DATA_KEY in fields:
             self.last = fields[SEQ_KEY]
@@ -243,6 +245,9 @@ class ClientSession:
             return ClientMessage(self.last, fields[DATA_KEY], buffers)
         if isinstance(fields, dict) and _is_count(fields.get(ACK_KEY)):
             self.acknowledged(fields[ACK_KEY])
+            return None
+        if isinstance(fields, dict) and _is_count(fields.get(LOST_KEY)):
+            self.lost += fields[LOST_KEY]
             return None
         raise BadFrame("not a frame of a session's server")
 
@@ -318,6 +323,11 @@ def hello(
 def ack(seq: int) -> str:
     """The frame that acknowledges every message up to ``seq``."""
     return f'{{"{ACK_KEY}":{seq}}}'
+
+
+def lost_frame(count: int) -> str:
+    """The frame that says ``count`` kernel messages of the comm never reached the server."""
+    return f'{{"{LOST_KEY}":{count}}}'
 
 
 def envelope(frame: OutgoingFrame) -> str:

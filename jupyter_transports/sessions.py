@@ -21,7 +21,7 @@ from .context import detached
 from .errors import CloseCode
 from .framing import OutgoingFrame
 from .router import Subscriber
-from .session import ACK_DELAY, CommLog, Outcome, Reason, SessionState, ack, hello
+from .session import ACK_DELAY, CommLog, Outcome, Reason, SessionState, ack, hello, lost_frame
 from .writer import Pieces, session_wire_pieces, websocket_frame
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class Session:
         self.state = SessionState(log.last)
         self.connection: Connection | None = None
         self.closing: tuple[int, str] | None = None  # a close that happened while away
+        self.unreported_lost = 0  # kernel messages lost while away, told on resume
         self.ended = False
         self._expiry: asyncio.TimerHandle | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -85,6 +86,12 @@ class Session:
     def deliver(self, frame: OutgoingFrame) -> None:
         if self.connection is not None:  # the comm's log keeps it, for a resume
             self.connection.send_pieces(session_wire_pieces(frame))
+
+    def lost(self, count: int) -> None:
+        if self.connection is not None:
+            self.connection.send_pieces((websocket_frame(lost_frame(count)),))
+        else:
+            self.unreported_lost += count
 
     def close(self, code: CloseCode, reason: str) -> None:
         """The router forgot the client: its comm or its kernel went away."""
@@ -126,6 +133,9 @@ class Session:
         )
         connection.send_pieces((websocket_frame(greeting),))
         state.unacked = 0  # the hello said what was handed
+        if self.unreported_lost:
+            connection.send_pieces((websocket_frame(lost_frame(self.unreported_lost)),))
+            self.unreported_lost = 0
         for frame in missed:
             connection.send_pieces(session_wire_pieces(frame))
         if self.closing is not None:

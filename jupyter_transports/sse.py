@@ -14,6 +14,7 @@ CONTENT_TYPE = "text/event-stream"
 OPEN = "open"  # the first event: the subscription is live
 CLOSE = "close"  # the last event: the comm (or the kernel) went away
 RESET = "reset"  # v2: a reconnection could not be given what it missed
+LOST = "lost"  # v2: messages of the comm never reached the server
 LAST_EVENT_ID = "Last-Event-ID"  # the header of a reconnecting EventSource
 KEEPALIVE = b": keep-alive\n\n"
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what SSE clients split lines on

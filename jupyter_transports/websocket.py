@@ -284,6 +284,9 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         binary = isinstance(message, bytes)
         writer.write_or_pace(len(message), lambda: self.write_message(message, binary=binary))
 
+    def lost(self, count: int) -> None:
+        """v1's frames have no place to say it (the status and metrics count it)."""
+
     def drop_slow_client(self) -> None:
         """Close with 1013 and let go of what was queued; the bridge forgets the client next."""
         self.log.warning("Client %s fell too far behind; closing it", self.client.id)

@@ -20,6 +20,7 @@ from jupyter_transports.channels.wire import split_v1
 from jupyter_transports.errors import KernelFault
 
 from .conftest import TIMEOUT
+from .test_sse_resume import next_event, open_events
 
 
 class MissedWakeup:
@@ -142,17 +143,24 @@ get_comm_manager().register_target("numbered_flood", numbered_flood)
 @pytest.mark.parametrize(
     "transports_config", [{"iopub_high_water_mark": 100, "client_buffer_bytes": 512 * 2**20}]
 )
+@pytest.mark.parametrize("session", [False, True], ids=["plain", "session"])
 async def test_numbered_messages_lost_before_the_server_are_counted(
-    open_comm, kernel, server_url, token, tmp_path
+    open_comm, kernel, server_url, token, tmp_path, session
 ):
     """A kernel that numbers its messages on a comm (metadata.transports.sent, as
-    jupyter_transports.kernel's channels do) has every gap counted in the status and metrics:
-    here the server reads nothing until the kernel has published 192 MB, more than ZMQ and TCP
-    hold between them, so ZMQ drops some."""
+    jupyter_transports.kernel's channels do) has every gap counted in the status and metrics,
+    and told to the comm's sessions ("lost" frames) and event streams ("lost" events): here the
+    server reads nothing until the kernel has published 180 MB, more than ZMQ and TCP hold
+    between them, so ZMQ drops some."""
     await kernel.execute(NUMBERED_FLOOD)
-    comm = await open_comm("numbered_flood", session=False)
+    told: list[int] = []
+    comm = await open_comm("numbered_flood", session=session, on_lost=told.append)
+    if session:
+        path = f"api/transports/kernels/{kernel.id}/comms/{comm.comm_id}/events"
+        events, stream = await open_events(server_url, token, path, None)
+        assert (await next_event(events))["event"] == "open"
     done = tmp_path / "flood-published"
-    await comm.send({"count": 3000, "size": 64 * 1024, "done": str(done)})
+    await comm.send({"count": 3000, "size": 60 * 1024, "done": str(done)})
     await asyncio.sleep(0.3)  # on its way to the kernel, which starts publishing
     deadline = time.monotonic() + TIMEOUT
     while not done.exists() and time.monotonic() < deadline:
@@ -170,3 +178,11 @@ async def test_numbered_messages_lost_before_the_server_are_counted(
     )
     lost = json.loads(response.body)["kernels"][kernel.id]["lost"]
     assert lost == numbers[-1] - numbers[0] + 1 - len(numbers) > 0  # the gaps, no more
+    assert sum(told) == comm.lost == (lost if session else 0)  # plain sockets are not told
+    if session:
+        streamed = 0
+        while (event := await next_event(events)).get("data") != '{"n":3001,"pad":""}':
+            if event.get("event") == "lost":
+                streamed += json.loads(event["data"])["count"]
+        assert streamed == lost
+        stream.close()

@@ -8,6 +8,7 @@ import pytest
 
 from jupyter_transports.errors import BadFrame
 from jupyter_transports.framing import OutgoingFrame, pack_binary
+from jupyter_transports.router import Subscriber
 from jupyter_transports.session import (
     ENTRY_BYTES,
     ClientAck,
@@ -24,7 +25,9 @@ from jupyter_transports.session import (
     decode_client_frame,
     envelope,
     hello,
+    lost_frame,
 )
+from jupyter_transports.sessions import Owner, Session
 
 
 def frames(*seqs: int, size: int = 10) -> list[OutgoingFrame]:
@@ -179,6 +182,7 @@ def test_wire_frames_are_exactly_the_contracts():
         "window": 64,
     }
     assert ack(12) == '{"ack":12}'
+    assert lost_frame(3) == '{"lost":3}'
     assert envelope(OutgoingFrame({"a": [1]}, seq=7)) == '{"seq":7,"data":{"a":[1]}}'
 
 
@@ -231,3 +235,44 @@ def test_a_hello_that_is_not_one_is_refused():
     ]:
         with pytest.raises(BadFrame):
             Hello.parse(bad)
+
+
+def test_the_client_counts_what_the_server_says_was_lost():
+    client = ClientSession()
+    client.greeted(Hello.parse(hello(Outcome.NEW, "c", "comm", 0, 1000)))
+    assert client.receive(lost_frame(3)) is None
+    assert client.receive(lost_frame(2)) is None
+    assert client.lost == 5
+    with pytest.raises(BadFrame):
+        client.receive('{"lost":-1}')
+
+
+class RecordingConnection:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send_pieces(self, pieces) -> None:
+        self.frames.append(b"".join(pieces))
+
+    def close(self, code=None, reason=None) -> None:
+        pass
+
+
+def test_a_loss_while_the_client_is_away_is_told_right_after_the_hello():
+    """Told live when connected; while away, added up and told once on the next connection,
+    before what it missed."""
+    subscriber = Subscriber("c", "comm", "alice")
+    session = Session(None, ("k", "key"), Owner("alice", False), subscriber, None, CommLog(64, 0))
+    first = RecordingConnection()
+    session.begin(first, None)
+    session.lost(4)
+    assert first.frames[-1].endswith(b'{"lost":4}')
+    session.connection = None  # dropped
+    session.lost(2)
+    session.lost(3)
+    second = RecordingConnection()
+    session.begin(second, None)
+    assert [frame[-10:] for frame in second.frames[1:]] == [b'{"lost":5}']
+    third = RecordingConnection()
+    session.begin(third, None)
+    assert len(third.frames) == 1  # told once

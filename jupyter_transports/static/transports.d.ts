@@ -120,10 +120,17 @@ export declare class CommOpenEvent extends Event {
   readonly reason: ResetReasonName | null;
 }
 
+/** Kernel messages on the comm never reached the server (durable sessions only): resynchronise. */
+export declare class CommLostEvent extends Event {
+  readonly type: "lost";
+  readonly count: number;
+}
+
 interface CommEventMap {
   open: CommOpenEvent;
   message: CommMessageEvent;
   close: CommCloseEvent;
+  lost: CommLostEvent;
 }
 
 /**
@@ -144,6 +151,8 @@ export declare class Comm extends EventTarget {
   readonly commId: string | null;
   /** Whether the comm rides a durable session. */
   readonly durable: boolean;
+  /** How many kernel messages on the comm the server said never reached it ("lost" events). */
+  readonly lost: number;
   /** On a session, a message sent while reconnecting waits and goes out when the comm is back. */
   send(data: any, buffers?: Binary[]): void;
   /** Close for good; a session ends at the close frame (if closed while reconnecting: when it expires). */

@@ -315,12 +315,24 @@ export class CommOpenEvent extends Event {
   }
 }
 
+/**
+ * `count` messages the kernel sent on the comm never reached the server (its iopub overflowed;
+ * durable sessions only): the application should resynchronise its state with the kernel.
+ */
+export class CommLostEvent extends Event {
+  constructor(count) {
+    super("lost");
+    this.count = count;
+  }
+}
+
 // -- one comm ----------------------------------------------------------------------------------
 
 /**
  * One kernel comm over one WebSocket, reconnecting with backoff after the socket drops.
  *
- * Events: "open" (CommOpenEvent), "message" (CommMessageEvent), "close" (CommCloseEvent).
+ * Events: "open" (CommOpenEvent), "message" (CommMessageEvent), "close" (CommCloseEvent), and
+ * on a durable session "lost" (CommLostEvent).
  *
  * On a durable session (the default) a comm comes back after a drop as the same comm: a
  * `Comm.open` comm keeps its comm id and client id, messages sent while it reconnects wait and go
@@ -383,6 +395,9 @@ export class Comm extends EventTarget {
 
   /** The comm's id (from the session's first frame; on a plain socket, known only when attached). */
   commId = null;
+
+  /** How many kernel messages on the comm the server said never reached it (a session's "lost"). */
+  lost = 0;
 
   /** Whether the comm rides a durable session (false: a plain v1 socket). */
   get durable() {
@@ -550,6 +565,7 @@ export class Comm extends EventTarget {
     else if (this.state !== "open") console.error("jupyter_transports: a session frame before the session's first", fields);
     else if (isCount(fields.seq)) this.#receivedMessage(fields.seq, fields.data, buffers, frameSize(frame));
     else if (isCount(fields.ack)) this.#session.acknowledged(fields.ack);
+    else if (isCount(fields.lost)) this.#lostMessages(fields.lost);
     else console.error("jupyter_transports: dropping an unknown session frame", fields);
   }
 
@@ -576,6 +592,12 @@ export class Comm extends EventTarget {
     }
     this.#scheduleAck();
     this.dispatchEvent(new CommMessageEvent(data, buffers));
+  }
+
+  #lostMessages(count) {
+    this.lost += count;
+    console.warn(`jupyter_transports: ${count} kernel messages on comm ${this.commId} never reached the server`);
+    this.dispatchEvent(new CommLostEvent(count));
   }
 
   #scheduleAck() {
