@@ -5,15 +5,6 @@ reads the kernel's iopub, feeds comm messages to its :class:`~.router.Router`, a
 the actions the router returns. The :class:`~.manager.BridgeManager` makes bridges on first use,
 closes them when their last user leaves, and tells them when their kernel restarts, dies or shuts
 down.
-
-Kernel subshells (JEP 91): comms to the targets named in ``subshell_targets`` are served by a
-subshell of the kernel that the bridge creates at start (if the kernel's ``kernel_info_reply``
-lists the ``kernel subshells`` feature) and deletes at close: their handlers then run in the
-subshell's thread and answer while a cell keeps the main shell busy. The ``comm_open`` goes to
-the subshell too, because ipykernel sends a comm's messages to the shell that the comm last
-published from (``Comm._reply_subshell_for``), whatever the header says; a comm opened on the
-main shell would stay there. Opt-in per target, because those handlers then run concurrently
-with the kernel's cells, which breaks code that is not thread-safe.
 """
 
 from __future__ import annotations
@@ -25,6 +16,7 @@ from typing import Any, Protocol
 
 from .channels import KernelChannels
 from .comm_lookup import CommLookup
+from .context import detached
 from .errors import (
     KERNEL_DIED,
     KERNEL_RESTARTING,
@@ -41,14 +33,10 @@ from .protocol import (
     COMM_CLOSE,
     COMM_ID_HEADER,
     COMM_MSG_TYPES,
-    CREATE_SUBSHELL_REQUEST,
-    DELETE_SUBSHELL_REQUEST,
     IDLE,
-    KERNEL_INFO_REQUEST,
     SHUTDOWN_REPLY,
     STATUS,
     SUBSHELL_ID_HEADER,
-    SUBSHELLS_FEATURE,
 )
 from .router import (
     Action,
@@ -62,6 +50,7 @@ from .router import (
 )
 from .session import CommLog
 from .stats import KernelStats
+from .subshell import Subshell
 
 # What _read_iopub reads; the rest is dropped unread. Status: REST waits for the kernel to
 # finish handling a message (``settled``).
@@ -114,8 +103,7 @@ class KernelBridge:
         self.closed = False
         self._on_closed = on_closed
         self.stats = stats if stats is not None else KernelStats()
-        self.subshell_targets = frozenset(subshell_targets)
-        self.subshell_id: str | None = None  # the bridge's own kernel subshell, if any
+        self.subshell = Subshell(subshell_targets, kernel_id, log)
         self._idle: dict[str, asyncio.Future[None]] = {}
         self.in_flight = InFlight(client_in_flight_bytes, kernel_in_flight_bytes)
         self.comms = CommLookup(self.router, self.request)  # those it has not seen open
@@ -125,26 +113,9 @@ class KernelBridge:
         await self.channels.start(self.kernel_timeout)
         self._reader = asyncio.create_task(self._read_iopub())
         self._reader.add_done_callback(self._reader_done)
-        if self.subshell_targets:
-            try:
-                self.subshell_id = await self._create_subshell()
-            except KernelFault as e:  # the main shell still serves every comm
-                self.log.warning("Kernel %s: no subshell (%s)", self.kernel_id, e)
-
-    async def _create_subshell(self) -> str | None:
-        """A subshell of the kernel for the opted-in targets, or None if it has none."""
-        info = await self.request(KERNEL_INFO_REQUEST, {})
-        if SUBSHELLS_FEATURE not in info["content"].get("supported_features", ()):
-            self.log.info("Kernel %s has no subshells; comms use its main shell", self.kernel_id)
-            return None
-        reply = await self.channels.control_request(
-            CREATE_SUBSHELL_REQUEST, {}, self.kernel_timeout
-        )
-        subshell_id = reply["content"].get("subshell_id")
-        if reply["content"].get("status") != "ok" or not isinstance(subshell_id, str):
-            self.log.warning("Kernel %s created no subshell: %s", self.kernel_id, reply["content"])
-            return None
-        return subshell_id
+        if self.comms.unconfirmed:  # in the background: a busy kernel answers late
+            detached(asyncio.ensure_future, self.comms.confirm())
+        await self.subshell.create(self.channels, self.kernel_timeout)
 
     def _report_lost(self, lost: Lost) -> None:
         self.stats.lost += lost.count
@@ -165,8 +136,8 @@ class KernelBridge:
         its target (the bridge's, if the target opted in); a comm_close's comm, for the other
         servers on this kernel (see :meth:`_closing_seen`)."""
         header = {}
-        if self.subshell_id is not None and action.target_name in self.subshell_targets:
-            header[SUBSHELL_ID_HEADER] = self.subshell_id
+        if (subshell_id := self.subshell.serving(action.target_name)) is not None:
+            header[SUBSHELL_ID_HEADER] = subshell_id
         if action.msg_type == COMM_CLOSE:
             header[COMM_ID_HEADER] = action.content["comm_id"]
         return header or None
@@ -365,7 +336,7 @@ class KernelBridge:
             return
         self.log.info("Kernel %s: %s; closing %d sockets", self.kernel_id, reason, len(self.sinks))
         self.perform(self.router.kernel_gone(code, reason))
-        self.subshell_id = None  # gone with the kernel
+        self.subshell.id = None  # gone with the kernel
         self.close()
 
     # The kernel manager's restart callbacks. They run while it iterates over its callbacks, so
@@ -397,8 +368,7 @@ class KernelBridge:
             if not idle.done():
                 idle.set_exception(KernelFault("the bridge to the kernel closed"))
         self.in_flight.release()
-        if self.subshell_id is not None:  # its thread would outlive the bridge in the kernel
-            self.channels.send_control(DELETE_SUBSHELL_REQUEST, {"subshell_id": self.subshell_id})
+        self.subshell.delete(self.channels)
         self.channels.stop()
         self._on_closed(self)
 

@@ -5,15 +5,20 @@ Callers that ask while a request is out share its answer (a busy kernel answers 
 cell ends, and each caller would otherwise cost it a request then), and the kernel's "no such
 comm" holds for a moment per comm id. Per id only: another server on a gateway kernel may open
 a comm at any time, and this server does not see it open.
+
+A bridge that replaces an idle one is given the comms its predecessor knew (a comm opened over
+REST has no socket to keep the bridge open): believed at once, so that calls on them need not
+wait for a busy kernel, and confirmed by the kernel's next answer, which drops those it lacks.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .errors import CommNotFound
+from .errors import CommNotFound, KernelFault
 from .protocol import COMM_INFO_REQUEST
 from .router import Router
 
@@ -31,6 +36,20 @@ class CommLookup:
         self.request = request  # a shell request to the kernel, awaiting its reply
         self._asking: asyncio.Future[dict[str, Any]] | None = None
         self._missing: dict[str, float] = {}  # comm id -> loop time until it counts as absent
+        self.unconfirmed: set[str] = set()  # remembered from an earlier bridge, not yet listed
+
+    def remember(self, comms: Mapping[str, str]) -> None:
+        """Believe the kernel has these comms (id -> target name) until it answers otherwise."""
+        for comm_id, target_name in comms.items():
+            self.router.comm_exists(comm_id, target_name)
+        self.unconfirmed.update(comms)
+
+    async def confirm(self) -> None:
+        """Ask the kernel about the remembered comms (the answer drops those it lacks); if it
+        does not answer, they stay believed."""
+        if self.unconfirmed:
+            with contextlib.suppress(KernelFault):
+                await self.refresh()
 
     async def require(self, comm_id: str) -> None:
         """:class:`CommNotFound` unless the kernel has this comm."""
@@ -58,6 +77,9 @@ class CommLookup:
         for comm_id, info in comms.items():
             self.router.comm_exists(comm_id, info.get("target_name", ""))
             self._missing.pop(comm_id, None)
+        for comm_id in self.unconfirmed.difference(comms):
+            self.router.comm_absent(comm_id)
+        self.unconfirmed.clear()
         return comms
 
     def _answered(self, _: object) -> None:

@@ -79,6 +79,8 @@ class BridgeManager:
         self._recorders: dict[str, ActivityRecorder] = {}  # kernels whose activity bridges record
         self.log = log
         self.bridges: dict[str, KernelBridge] = {}
+        # the comms closed bridges knew, for the next: kernel id -> (kernel generation, comms)
+        self._known_comms: dict[str, tuple[object, dict[str, str]]] = {}
         self.stats: dict[str, KernelStats] = {}
         self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
         self.event_logger = event_logger
@@ -172,7 +174,6 @@ class BridgeManager:
             session,
             log=self.log,
             iopub_types=IOPUB_TYPES,
-            control=bool(self.subshell_targets),
             observe_iopub=recorder.record if recorder is not None else None,
             iopub_hwm=self.iopub_hwm,
             max_message_bytes=self.gateway_max_message_bytes,
@@ -191,6 +192,9 @@ class BridgeManager:
             client_in_flight_bytes=self.in_flight_bytes[0],
             kernel_in_flight_bytes=self.in_flight_bytes[1],
         )
+        generation, comms = self._known_comms.pop(kernel_id, (None, {}))
+        if generation is bridge.kernel_generation:  # not if the kernel restarted since
+            bridge.comms.remember(comms)
         try:
             await bridge.start()
         except BaseException:
@@ -217,6 +221,9 @@ class BridgeManager:
             if recorder is not None:
                 recorder.hand_back()
             self.log.debug("Bridge to kernel %s closed", bridge.kernel_id)
+            comms = {comm.id: comm.target_name for comm in bridge.router.comms.values()}
+            if comms and self.kernel_exists(bridge.kernel_id):  # none if the kernel went away
+                self._known_comms[bridge.kernel_id] = (bridge.kernel_generation, comms)
 
     def _watch(self, kernel_id: str, bridge: KernelBridge, *, add: bool) -> None:
         """(Un)register the kernel manager's callbacks for automatic restarts and deaths, and

@@ -253,6 +253,13 @@ class Router:
         """The kernel has this comm (it opened it, or said so in a ``comm_info_reply``)."""
         self.comms.setdefault(comm_id, Comm(comm_id, target_name))
 
+    def comm_absent(self, comm_id: str) -> None:
+        """The kernel said it lacks a comm believed open: forget it, unless clients are on it
+        (then the kernel's comm_close, or their own close, ends it)."""
+        comm = self.comms.get(comm_id)
+        if comm is not None and not comm.clients:
+            del self.comms[comm_id]
+
     def from_kernel(self, message: KernelCommMessage) -> list[Action]:
         """A comm message arrived on the kernel's iopub channel."""
         msg_type, content, metadata, buffers, parent_msg_type, parent_msg_id = message

@@ -73,7 +73,7 @@ async def started_bridge(channels: FakeChannels) -> KernelBridge:
 async def test_opted_in_targets_use_the_subshell_from_comm_open_on():
     channels = FakeChannels(["kernel subshells"])
     bridge = await started_bridge(channels)
-    assert bridge.subshell_id == "sub-1"
+    assert bridge.subshell.id == "sub-1"
     bridge.open_comm(Subscriber("a", "comm-a", "u"), Sink(), "threaded", {}, {})
     bridge.open_comm(Subscriber("b", "comm-b", "u"), Sink(), "plain", {}, {})
     bridge.send("a", {"x": 1})
@@ -91,7 +91,7 @@ async def test_opted_in_targets_use_the_subshell_from_comm_open_on():
 async def test_kernels_without_subshells_use_the_main_shell():
     channels = FakeChannels([])
     bridge = await started_bridge(channels)
-    assert bridge.subshell_id is None
+    assert bridge.subshell.id is None
     bridge.open_comm(Subscriber("a", "comm-a", "u"), Sink(), "threaded", {}, {})
     bridge.send("a", {"x": 1})
     assert channels.sent[-2:] == [("comm_open", None), ("comm_msg", None)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
@@ -687,6 +687,36 @@ async def test_unknown_comms_cost_a_busy_kernel_one_question(api, kernel, jp_ser
     assert asked == ["comm_info_request"]
     assert (await api("DELETE", "kernels", kernel.id, "comms", unknown[0])).status == 404
     assert asked == ["comm_info_request"]
+
+
+@pytest.mark.parametrize("transports_config", [{"bridge_idle_timeout": 0.1}])
+async def test_comms_opened_over_rest_outlive_their_bridge(api, kernel, jp_serverapp):
+    """A comm opened over REST keeps no socket on its kernel's bridge, which closes when idle;
+    the next bridge is told of the comm, so that a message to it while a cell runs needs no
+    answer from the kernel (nor does the bridge's start: it nudges on control). One that closed in the kernel meanwhile is dropped at the kernel's next
+    answer."""
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_transports"]
+    kept, gone = await open_rest(api, kernel), await open_rest(api, kernel)
+    await until(lambda: kernel.id not in app.bridges.bridges)
+    await kernel.execute(f"get_comm_manager().get_comm({gone!r}).close()")  # no bridge sees it
+    await start_cell(kernel, "import time; time.sleep(2)")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    sent = await api("POST", "kernels", kernel.id, "comms", kept, body={"data": 1, "count": 0})
+    assert sent.status == 200
+    assert loop.time() - began < 1  # not after the cell
+    assert (await api("DELETE", "kernels", kernel.id, "comms", kept)).status == 204
+    await until(lambda: gone not in app.bridges.bridges[kernel.id].router.comms)
+    body = {"data": 1, "count": 0}
+    assert (await api("POST", "kernels", kernel.id, "comms", gone, body=body)).status == 404
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not condition():
+        assert loop.time() < deadline
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("server_config", [{"KernelManager": {"autorestart": False}}])

@@ -88,7 +88,7 @@ async def test_subshell_is_deleted_with_the_bridge(kernel, open_comm, jp_servera
     assert await recv(comm) == {"opened": True}
     bridge = jp_serverapp.extension_manager.extension_apps["jupyter_transports"]
     (app,) = bridge
-    subshell_id = app.bridges.bridges[kernel.id].subshell_id
+    subshell_id = app.bridges.bridges[kernel.id].subshell.id
     assert subshell_id in await list_subshells(kernel)
 
     await comm.close()

@@ -66,7 +66,6 @@ def open_channels(
     *,
     log: logging.Logger,
     iopub_types: Collection[str] | None = None,
-    control: bool = False,
     observe_iopub: IopubObserver | None = None,
     iopub_hwm: int = 1000,
     max_message_bytes: int = 10 * 1024 * 1024,
@@ -76,8 +75,8 @@ def open_channels(
     """The adapter for ``kernel`` (a kernel manager of jupyter_server's), talking as ``session``.
 
     ``iopub_types``: the only iopub message types :meth:`~KernelChannels.next_iopub` returns
-    (besides ``status``); ``control``: open the control channel (for subshell requests);
-    ``observe_iopub``: sees every iopub message of a local kernel (see :data:`IopubObserver`);
+    (besides ``status``); ``observe_iopub``: sees every iopub message of a local kernel (see
+    :data:`IopubObserver`);
     ``iopub_hwm``: the iopub messages a local kernel's socket holds unread;
     ``max_message_bytes``, ``ping_interval``, ``ping_timeout``: of a gateway connection.
     """
@@ -93,6 +92,4 @@ def open_channels(
             ping_timeout=ping_timeout,
         )
     client = kernel.client(session=session)
-    return ZmqChannels(
-        client, iopub_types, control=control, observe_iopub=observe_iopub, iopub_hwm=iopub_hwm
-    )
+    return ZmqChannels(client, iopub_types, observe_iopub=observe_iopub, iopub_hwm=iopub_hwm)

@@ -60,11 +60,8 @@ class ClientChannels:
     """The shell and control half of a :class:`~jupyter_transports.channels.KernelChannels`
     over a kernel client; subclasses say how iopub is read."""
 
-    def __init__(
-        self, client: Any, iopub_types: Collection[str] | None = None, *, control: bool = False
-    ) -> None:
+    def __init__(self, client: Any, iopub_types: Collection[str] | None = None) -> None:
         self.client = client
-        self.control = control  # whether to open the control channel (for subshell requests)
         self.iopub_types = None if iopub_types is None else frozenset(iopub_types) | {STATUS}
         self.failure: KernelFault | None = None  # why the channels stopped working, once they did
         self.replies = PendingReplies()
@@ -87,7 +84,7 @@ class ClientChannels:
     async def start(self, timeout: float) -> None:
         own_iopub = self._start_iopub()
         self.client.start_channels(
-            shell=True, iopub=not own_iopub, stdin=False, hb=False, control=self.control
+            shell=True, iopub=not own_iopub, stdin=False, hb=False, control=True
         )
         self._shell_reader = asyncio.create_task(self._read_shell())
         self._shell_reader.add_done_callback(self._shell_reader_done)
@@ -168,10 +165,7 @@ class ClientChannels:
         self._fail(KernelFault(CLOSED))
         # jupyter_client closes its sockets with linger 0, dropping what is still queued (a
         # comm_close, a delete_subshell_request): close ours first, letting that go out.
-        channels = [self.client.shell_channel]
-        if self.control:
-            channels.append(self.client.control_channel)
-        for channel in channels:
+        for channel in (self.client.shell_channel, self.client.control_channel):
             socket = getattr(channel, "socket", None)
             if isinstance(socket, zmq.Socket) and not socket.closed:
                 socket.close(linger=STOP_LINGER_MS)
@@ -181,6 +175,8 @@ class ClientChannels:
 class Nudgeable(Protocol):
     def send(self, msg_type: str, content: dict[str, Any]) -> str: ...
 
+    def send_control(self, msg_type: str, content: dict[str, Any]) -> str: ...
+
     async def next_iopub(self) -> dict[str, Any]: ...
 
 
@@ -188,18 +184,23 @@ async def nudge(channels: Nudgeable) -> dict[str, Any]:
     """Send kernel_info_requests until iopub shows a status caused by one of them; that status.
 
     An iopub subscription takes effect some time after it is made; messages the kernel
-    publishes before then are lost. jupyter_server nudges its own kernel sockets the same way.
+    publishes before then are lost. jupyter_server nudges its own kernel sockets the same way,
+    on shell and control: a kernel busy in a cell answers on control (ipykernel publishes a
+    status for it too) while its shell waits for the cell to end.
     """
     loop = asyncio.get_running_loop()
     while True:
-        msg_id = channels.send(KERNEL_INFO_REQUEST, {})
+        sent = {
+            channels.send(KERNEL_INFO_REQUEST, {}),
+            channels.send_control(KERNEL_INFO_REQUEST, {}),
+        }
         deadline = loop.time() + NUDGE_INTERVAL
         while (left := deadline - loop.time()) > 0:
             try:
                 msg = await asyncio.wait_for(channels.next_iopub(), left)
             except asyncio.TimeoutError:
                 break
-            if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") == msg_id:
+            if msg["msg_type"] == STATUS and msg["parent_header"].get("msg_id") in sent:
                 return msg
 
 

@@ -39,11 +39,10 @@ class ZmqChannels(ClientChannels):
         client: Any,
         iopub_types: Collection[str] | None = None,
         *,
-        control: bool = False,
         observe_iopub: IopubObserver | None = None,
         iopub_hwm: int = IOPUB_HWM,
     ) -> None:
-        super().__init__(client, iopub_types, control=control)
+        super().__init__(client, iopub_types)
         self.observe_iopub = observe_iopub
         self.iopub_hwm = iopub_hwm  # messages the bridge's iopub socket holds before dropping
         self._iopub_socket: zmq.Socket[Any] | None = None  # made by jupyter_client
