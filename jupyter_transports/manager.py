@@ -15,6 +15,7 @@ it back untouched when it stops, rather than shutting it down with its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -41,6 +42,7 @@ from .router import Router
 from .stats import KernelStats
 
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
+RESTART_GAP = 0.5  # seconds to look again at a kernel found dead: a restart may be under way
 
 
 class BridgeManager:
@@ -156,7 +158,7 @@ class BridgeManager:
 
     async def _start(self, kernel_id: str) -> KernelBridge:
         kernel = self.kernel_manager.get_kernel(kernel_id)
-        if not isinstance(kernel, GatewayKernelManager) and not await kernel.is_alive():
+        if not isinstance(kernel, GatewayKernelManager) and not await self._running(kernel):
             raise KernelNotRunning(
                 f"kernel {kernel_id} is not running (it died, and nothing restarted it)"
             )
@@ -212,6 +214,19 @@ class BridgeManager:
             self._recorders[kernel_id] = recorder
         self.log.debug("Bridge to kernel %s started", kernel_id)
         return bridge
+
+    async def _running(self, kernel: Any) -> bool:
+        """Whether a local kernel is running, once a (re)start under way has ended: a resume
+        that comes during a restart is served by the new kernel, not refused."""
+        for _ in range(2):  # a restart starts the new kernel a moment after the old one died
+            ready = kernel.ready
+            if not ready.done():
+                with contextlib.suppress(Exception):  # a failed start: not running
+                    await asyncio.wait_for(asyncio.wrap_future(ready), self.kernel_timeout)
+            if await kernel.is_alive():
+                return True
+            await asyncio.sleep(RESTART_GAP)
+        return False
 
     def _forget(self, bridge: KernelBridge) -> None:
         if self.bridges.get(bridge.kernel_id) is bridge:

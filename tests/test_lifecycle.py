@@ -32,6 +32,22 @@ async def test_automatic_restart_after_death_closes_1012(open_comm, kernel, jp_s
     assert code == CloseCode.NO_SUCH_COMM
 
 
+async def test_a_socket_opened_during_a_restart_reaches_the_new_kernel(
+    open_comm, kernel, jp_serverapp
+):
+    """Between the old kernel's death and the new one's start, a handshake (a session coming
+    back, say) waits for the new kernel instead of being refused 503 "not running"."""
+    manager = jp_serverapp.kernel_manager
+    restarting = asyncio.ensure_future(manager.restart_kernel(kernel.id))
+    kernel_manager = manager.get_kernel(kernel.id)
+    while await kernel_manager.is_alive():
+        await asyncio.sleep(0.005)
+    comm = await open_comm("echo", session=False)  # not 503: the new kernel lacks the target
+    code, _ = await closed(comm)
+    assert code == CloseCode.NO_SUCH_COMM
+    await asyncio.wait_for(restarting, TIMEOUT)
+
+
 @pytest.mark.parametrize(
     "server_config",
     [{"KernelRestarter": {**FAST_RESTARTER["KernelRestarter"], "restart_limit": 0}}],
