@@ -34,6 +34,17 @@ SETTLE = 3.0  # seconds between the last cycle and the last reading
 
 
 async def cycle(server: Server, query: str, refused_query: str, session: bool) -> None:
+    if refused_query:
+        await refused(server, refused_query)
+    comm = await CommClient.open(
+        server.url, server.kernel_id, ECHO, token=server.token, session=session, pad=query
+    )
+    await comm.send("ping")
+    assert (await asyncio.wait_for(comm.recv(), 30)).data == "ping"
+    await comm.close()
+
+
+async def refused(server: Server, refused_query: str) -> None:
     try:
         await CommClient.open(
             server.url, server.kernel_id, ECHO, token=server.token, pad=refused_query
@@ -42,12 +53,6 @@ async def cycle(server: Server, query: str, refused_query: str, session: bool) -
         assert e.status == 414, f"a long query answered {e.status}, not 414"
     else:
         raise AssertionError("a query over max_query_bytes was let in")
-    comm = await CommClient.open(
-        server.url, server.kernel_id, ECHO, token=server.token, session=session, pad=query
-    )
-    await comm.send("ping")
-    assert (await asyncio.wait_for(comm.recv(), 30)).data == "ping"
-    await comm.close()
 
 
 async def run(args: argparse.Namespace) -> bool:
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycles", type=int, default=5000, help="open/close cycles (5000)")
     parser.add_argument("--query", type=int, default=15_000, help="query bytes let in (15000)")
     parser.add_argument(
-        "--refused-query", type=int, default=60_000, help="query bytes refused (60000)"
+        "--refused-query", type=int, default=60_000, help="query bytes refused (60000; 0: none)"
     )
     parser.add_argument("--rss-slack", type=float, default=10, help="MiB RSS may grow (10)")
     kind = parser.add_mutually_exclusive_group()

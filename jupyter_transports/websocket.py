@@ -90,6 +90,9 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
         if isinstance(protocol, WebSocketProtocol13):
+            # Tornado's own pings (6.5+) would read ping_interval, which WebSocketMixin's pings
+            # give in milliseconds, as seconds: the mixin's alone keep the connection alive.
+            protocol.params.ping_interval = protocol.params.ping_timeout = None
             return StrictTextProtocol(self, False, protocol.params)
         return protocol
 
@@ -256,6 +259,10 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             else:
                 self.session.finished(self)
         self.release()
+        # Each holds this handler (a bound method of it, or it as the session's connection):
+        # without them refcounting frees a closed socket at once, not the cyclic collector's
+        # rare full collection (2,000 closed sockets with 15 KB queries held some 60 MiB).
+        self.ping_callback = self.writer = self.session = None
 
     def release(self) -> None:
         if self.bridge is not None:
