@@ -31,9 +31,19 @@ UNSEEN_PARAMS = frozenset({TOKEN_PARAM, SESSION_PARAM, LAST_PARAM})  # by the ke
 SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:token|key)[^=&#]*=)[^&#]*")  # as jupyter_server's log
 
 
+LOGGED_URI_CHARS = 1024  # of a URI, in a log line
+
+
 def scrub_secrets(uri: str) -> str:
     """``uri`` with the values of its secret parameters replaced."""
     return SECRET_PARAM.sub(r"\1[secret]", uri)
+
+
+def shortened(uri: str) -> str:
+    """``uri``, cut to ``LOGGED_URI_CHARS`` for a log line (a refused query may be 64 KB)."""
+    if len(uri) <= LOGGED_URI_CHARS:
+        return uri
+    return f"{uri[:LOGGED_URI_CHARS]}…({len(uri)} characters)"
 
 
 class TransportsHandlerMixin(ExtensionHandlerMixin):
@@ -48,7 +58,7 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
         """As tornado logs a request's faults, but with its URI's secrets (the token, a session
         key) scrubbed, as jupyter_server's access log scrubs them."""
         request = self.request  # type: ignore[attr-defined]
-        summary = f"{request.method} {scrub_secrets(request.uri)} ({request.remote_ip})"
+        summary = f"{request.method} {shortened(scrub_secrets(request.uri))} ({request.remote_ip})"
         if isinstance(value, web.HTTPError):
             if message := value.get_message():
                 gen_log.warning("%d %s: %s", value.status_code, summary, message)

@@ -28,6 +28,7 @@ from .base import (
     READ,
     SESSION_PARAM,
     TransportsHandlerMixin,
+    shortened,
 )
 from .bridge import KernelBridge, Sink
 from .context import detached
@@ -104,6 +105,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         resumes even if its kernel is gone: it is told how, after what was waiting for it."""
         limit: int = self.extensionapp.max_query_bytes  # type: ignore[attr-defined]
         if len(self.request.query) > limit:
+            self.request.uri = shortened(self.request.uri)  # for the access log too
             raise web.HTTPError(414, f"the query string is over {limit} bytes (max_query_bytes)")
         frames = self.get_query_argument(FRAMES_PARAM, FrameMode.JSON.value)
         try:

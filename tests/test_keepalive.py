@@ -39,9 +39,12 @@ async def test_a_silent_network_death_closes_the_comm_within_the_ping_timeout(
     comm.start_closing()
 
 
-async def test_closed_sockets_are_released_and_queries_are_capped(kernel, server_url, token):
+async def test_closed_sockets_are_released_and_queries_are_capped(
+    kernel, server_url, token, caplog
+):
     """Churn: sockets opened and closed with long query strings leave nothing behind (the
-    keep-alive's callback used to hold each for a ping interval); longer ones are 414."""
+    keep-alive's callback used to hold each for a ping interval); longer ones are 414, logged
+    with their URI cut short."""
     data = {"pad": "x" * 15_000}
     for _ in range(200):
         comm = await CommClient.open(server_url, kernel.id, "echo", token=token, data=data)
@@ -59,9 +62,11 @@ async def test_closed_sockets_are_released_and_queries_are_capped(kernel, server
 
     with pytest.raises(Refused) as refused:
         await CommClient.open(
-            server_url, kernel.id, "echo", token=token, data={"pad": "x" * 17_000}
+            server_url, kernel.id, "echo", token=token, data={"pad": "x" * 60_000}
         )
     assert refused.value.status == 414
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("414 ")]
+    assert logged and all(len(line) < 1500 for line in logged)  # not 60 KB a refusal
 
 
 @pytest.mark.parametrize("session", [False, True], ids=["plain", "session"])
