@@ -16,6 +16,7 @@ from tornado.log import app_log, gen_log
 
 from .errors import TransportsError
 from .manager import BridgeManager
+from .presence import Identity
 from .router import Subscriber
 from .sessions import SessionStore
 
@@ -27,7 +28,8 @@ DATA_PARAM = "data"
 FRAMES_PARAM = "frames"
 SESSION_PARAM = "session_key"  # with "key" in its name, jupyter_server scrubs it from logs
 LAST_PARAM = "last"
-UNSEEN_PARAMS = frozenset({TOKEN_PARAM, SESSION_PARAM, LAST_PARAM})  # by the kernel
+PRESENCE_PARAM = "presence"  # a session's "1": tell me who is on the comm
+UNSEEN_PARAMS = frozenset({TOKEN_PARAM, SESSION_PARAM, LAST_PARAM, PRESENCE_PARAM})  # by the kernel
 SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:token|key)[^=&#]*=)[^&#]*")  # as jupyter_server's log
 
 
@@ -103,8 +105,14 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
 
     def new_client(self, comm_id: str | None = None, *, can_send: bool = True) -> Subscriber:
         """A subscriber to ``comm_id`` (to a new comm if None) for the current user."""
-        user = self.current_user.username  # type: ignore[attr-defined]
-        return Subscriber(uuid.uuid4().hex, comm_id or uuid.uuid4().hex, user, can_send)
+        user = self.current_user  # type: ignore[attr-defined]
+        identity = Identity(
+            getattr(user, "display_name", "") or getattr(user, "name", ""),
+            getattr(user, "initials", None),
+            getattr(user, "color", None),
+        )
+        client_id, comm_id = uuid.uuid4().hex, comm_id or uuid.uuid4().hex
+        return Subscriber(client_id, comm_id, user.username, can_send, identity)
 
     @contextmanager
     def http_errors(self) -> Iterator[None]:

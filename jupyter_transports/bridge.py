@@ -44,6 +44,7 @@ from .router import (
     Deliver,
     KernelCommMessage,
     Lost,
+    Presence,
     Router,
     Subscriber,
     ToKernel,
@@ -71,6 +72,9 @@ class Sink(Protocol):
 
     def lost(self, count: int) -> None:
         """``count`` messages of the subscriber's comm never reached the server."""
+
+    def presence(self, event: dict[str, Any]) -> None:
+        """Who is on the subscriber's comm, or who joined or left it (opted-in comms)."""
 
 
 class KernelBridge:
@@ -316,6 +320,10 @@ class KernelBridge:
                     sink.close(action.code, action.reason)
             elif isinstance(action, Lost):
                 self._report_lost(action)
+            elif isinstance(action, Presence):
+                for client_id in action.clients:
+                    if (sink := self.sinks.get(client_id)) is not None:
+                        sink.presence(action.event)
             elif isinstance(action, ToKernel):
                 sent.append(
                     self.channels.send(

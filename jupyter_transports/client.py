@@ -50,19 +50,24 @@ class CommClient:
         session: bool = True,
         on_reset: Callable[[str], None] | None = None,
         on_lost: Callable[[int], None] | None = None,
+        on_presence: Callable[[dict[str, dict[str, Any]]], None] | None = None,
         **query: str,
     ) -> CommClient:
         """Open a new comm to ``target_name``; it closes when this client does.
 
         ``on_reset(reason)`` is called when a reconnection could not resume the session;
         ``on_lost(count)`` when the server says ``count`` kernel messages on the comm never
-        reached it (both: sessions only; the application should resynchronise its state).
+        reached it (both: sessions only; the application should resynchronise its state);
+        ``on_presence(roster)`` when who is on the comm changes (a session that passed
+        ``presence="1"``, on a comm whose kernel opted in).
         """
         if data is not None:
             query["data"] = json.dumps(data)
         url = comm_url(server_url, kernel_id, "targets", target_name, **query, frames=frames)
         session = session and frames == FrameMode.JSON.value
-        return await cls._start(url, token, session, on_reset=on_reset, on_lost=on_lost)
+        return await cls._start(
+            url, token, session, on_reset=on_reset, on_lost=on_lost, on_presence=on_presence
+        )
 
     @classmethod
     async def attach(
@@ -76,12 +81,15 @@ class CommClient:
         session: bool = True,
         on_reset: Callable[[str], None] | None = None,
         on_lost: Callable[[int], None] | None = None,
+        on_presence: Callable[[dict[str, dict[str, Any]]], None] | None = None,
         **query: str,
     ) -> CommClient:
         """Attach to an existing comm (e.g. a widget's); options as for :meth:`open`."""
         url = comm_url(server_url, kernel_id, "comms", comm_id, **query, frames=frames)
         session = session and frames == FrameMode.JSON.value
-        return await cls._start(url, token, session, on_reset=on_reset, on_lost=on_lost)
+        return await cls._start(
+            url, token, session, on_reset=on_reset, on_lost=on_lost, on_presence=on_presence
+        )
 
     @classmethod
     async def connect(
@@ -128,6 +136,11 @@ class CommClient:
     def lost(self) -> int:
         """How many kernel messages on the comm the server said never reached it (sessions)."""
         return self.resumable.session.lost if self.resumable else 0
+
+    @property
+    def roster(self) -> dict[str, dict[str, Any]]:
+        """Who is on the comm, by client id (sessions with ``presence="1"``; else empty)."""
+        return self.resumable.session.roster if self.resumable else {}
 
     @property
     def reconnects(self) -> int:

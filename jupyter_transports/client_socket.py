@@ -58,6 +58,7 @@ class Message:
 
     data: Any
     buffers: list[memoryview] = field(default_factory=list)  # views of the frame
+    sender: str | None = None  # the client that sent it, when the server relayed it (echo)
 
 
 def comm_url(server_url: str, kernel_id: str, *path: str, **query: str) -> str:

@@ -169,6 +169,7 @@ class OutgoingFrame:
     data: Any
     buffers: Buffers = field(default_factory=list)
     seq: int = 0  # its place in its comm's sequence (durable sessions)
+    sender: str = ""  # the client whose message the server relayed (echo); "" if the kernel's
     # What writers made of this frame, by a key of theirs (the WebSocket frame per mode): made
     # for the first recipient, shared by the others.
     encoded: dict[Hashable, Any] = field(default_factory=dict, repr=False, compare=False)

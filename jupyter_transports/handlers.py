@@ -239,6 +239,9 @@ class EventsHandler(TransportsAPIHandler):
     def lost(self, count: int) -> None:
         self.send(sse.event(dumps({"count": count}), sse.LOST))
 
+    def presence(self, event: dict[str, Any]) -> None:
+        """Event streams do not hear of the roster (sessions with presence=1 do)."""
+
 
 class StatusHandler(TransportsAPIHandler):
     """``GET /api/transports/status``: per kernel, its comms, clients and traffic."""

@@ -62,6 +62,9 @@ class ReplyCollector:
     def lost(self, count: int) -> None:
         """A REST call's answer has no place to say it (the status and metrics count it)."""
 
+    def presence(self, event: dict[str, Any]) -> None:
+        """A REST call is not on the roster (it is not attached)."""
+
     async def wait(self, seconds: float) -> None:
         """Until the collector is closed, or ``seconds`` passed (``wait`` is not a timeout)."""
         if seconds <= 0 or self.closed.is_set():

@@ -43,7 +43,8 @@ class ResumableSocket:
 
     ``resume_within``: seconds to keep trying to reconnect before giving up (:class:`CommClosed`
     with code None); ``on_reset(reason)``: called when a connection could not resume;
-    ``on_lost(count)``: when the server says ``count`` kernel messages never reached it.
+    ``on_lost(count)``: when the server says ``count`` kernel messages never reached it;
+    ``on_presence(roster)``: when who is on the comm changed (``presence=1`` in the URL).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class ResumableSocket:
         resume_within: float = 60.0,
         on_reset: Callable[[str], None] | None = None,
         on_lost: Callable[[int], None] | None = None,
+        on_presence: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     ) -> None:
         self.url = url  # the endpoint's, without session parameters
         self.token = token
@@ -61,6 +63,7 @@ class ResumableSocket:
         self.resume_within = resume_within
         self.on_reset = on_reset
         self.on_lost = on_lost
+        self.on_presence = on_presence
         self.session = ClientSession()
         self.reconnects = 0
         self.socket: Socket | None = None  # the current connection
@@ -165,13 +168,16 @@ class ResumableSocket:
     # -- receiving -----------------------------------------------------------------------------
 
     def _receive(self, frame: str | bytes) -> None:
-        lost = self.session.lost
+        lost, roster = self.session.lost, self.session.roster
         message = self.session.receive(frame)
         if self.session.lost > lost and self.on_lost:
             self.on_lost(self.session.lost - lost)
+        if self.session.roster is not roster and self.on_presence:
+            self.on_presence(self.session.roster)
         if message is None:
             return
-        self._inbox.put_nowait(Message(message.data, list(message.buffers)))  # type: ignore[arg-type]
+        buffers = list(message.buffers)
+        self._inbox.put_nowait(Message(message.data, buffers, message.sender or None))  # type: ignore[arg-type]
         if self.session.ack_due():
             self._send_ack()
         elif self._ack_timer is None:

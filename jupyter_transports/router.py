@@ -23,6 +23,8 @@ Rules, in plain words:
    replies to it: the comm messages whose parent is that message (and, if ``transports.to`` is
    set, that name it), at most the number it asked for. Its collection ends with a ``Close``, as
    for any client: when the count is reached, or when the comm or the kernel goes away.
+7. A comm whose kernel opted in tells the kernel, and the clients that asked, who joins and
+   leaves it; and relays what a client sends to its other clients (see :mod:`.presence`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from . import presence
 from .errors import CloseCode, CommNotFound, ReadOnly
 from .framing import Buffers, OutgoingFrame
+from .presence import ECHO_KEY, MEMBER_KEY, NO_IDENTITY, PRESENCE_KEY, Identity
 from .protocol import (
     CLIENT_KEY,
     COMM_CLOSE,
@@ -61,6 +65,10 @@ class Subscriber:
     comm_id: str
     user: str
     can_send: bool = True
+    identity: Identity = NO_IDENTITY
+
+    def member(self) -> dict[str, Any]:
+        return presence.member(self.id, self.user, self.identity, self.can_send)
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,17 @@ class Lost:
     count: int
 
 
-Action = Deliver | Close | ToKernel | Lost
+@dataclass(frozen=True)
+class Presence:
+    """Tell ``clients`` of ``comm_id`` that asked for it (durable sessions) ``event``: the roster,
+    a join or a leave."""
+
+    comm_id: str
+    clients: tuple[str, ...]
+    event: dict[str, Any]
+
+
+Action = Deliver | Close | ToKernel | Lost | Presence
 
 
 class KernelCommMessage(NamedTuple):
@@ -148,6 +166,8 @@ class Comm:
     collectors: dict[str, Collector] = field(default_factory=dict)  # by parent msg id
     seq: int = 0  # the last comm message routed from the kernel
     sent: int = 0  # the kernel's own count of its messages on this comm, when it numbers them
+    presence: bool = False  # the kernel opted in: it hears of joins and leaves
+    echo: bool = False  # the kernel opted in: what a client sends reaches the others too
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -190,8 +210,7 @@ class Router:
         comm = self.comms.get(client.comm_id)
         if comm is None:
             raise CommNotFound(f"no comm {client.comm_id}")
-        self._add(comm, client)
-        return []
+        return self._add(comm, client)
 
     def send(self, client_id: str, data: Any, buffers: Buffers = ()) -> list[Action]:
         """A client sends a message on its comm."""
@@ -211,7 +230,14 @@ class Router:
             raise ReadOnly("this client may only receive")
         comm = self.comms[client.comm_id]
         content = {"comm_id": comm.id, "data": data}
-        return [ToKernel(COMM_MSG, content, _metadata(client), buffers, comm.target_name)]
+        actions: list[Action] = [
+            ToKernel(COMM_MSG, content, _metadata(client), buffers, comm.target_name)
+        ]
+        others = tuple(c for c in comm.clients if c != client.id)
+        if comm.echo and others:  # in the order the kernel receives them
+            frame = OutgoingFrame(data, buffers, comm.next_seq(), sender=client.id)
+            actions.append(Deliver(others, frame, comm.id, broadcast=False))
+        return actions
 
     def expect_replies(self, client: Subscriber, parent_msg_id: str, count: int) -> None:
         """``client`` collects at most ``count`` (> 0) replies to the message ``parent_msg_id``."""
@@ -231,7 +257,12 @@ class Router:
             _forget_collector(comm, client_id)
             return []
         if comm.owner != client_id:
-            return []
+            if not comm.presence:
+                return []
+            return [
+                _presence_event(comm, presence.LEAVE, client.member()),
+                Presence(comm.id, tuple(comm.clients), presence.leave_event(client_id)),
+            ]
         del self.comms[comm.id]
         return [_closing(comm, _metadata(client)), *self._close_all(comm, CLOSED_BY_OWNER)]
 
@@ -242,6 +273,11 @@ class Router:
             raise CommNotFound(f"no comm {comm_id}")
         return [_closing(comm), *self._close_all(comm, reason)]
 
+    def roster(self, comm_id: str) -> dict[str, Any] | None:
+        """The roster frame of a comm whose kernel opted in to presence, else None."""
+        comm = self.comms.get(comm_id)
+        return _roster(comm) if comm is not None and comm.presence else None
+
     def subscribers(self, comm_id: str) -> int:
         """How many clients are attached to a comm (0 for a comm the router does not know)."""
         comm = self.comms.get(comm_id)
@@ -251,7 +287,8 @@ class Router:
 
     def comm_exists(self, comm_id: str, target_name: str) -> None:
         """The kernel has this comm (it opened it, or said so in a ``comm_info_reply``)."""
-        self.comms.setdefault(comm_id, Comm(comm_id, target_name))
+        comm = self.comms.setdefault(comm_id, Comm(comm_id, target_name))
+        comm.target_name = comm.target_name or target_name  # known from an opt-in before
 
     def comm_absent(self, comm_id: str) -> None:
         """The kernel said it lacks a comm believed open: forget it, unless clients are on it
@@ -266,18 +303,21 @@ class Router:
         comm_id: str = content.get("comm_id", "")
         if msg_type == COMM_OPEN:
             self.comm_exists(comm_id, content.get("target_name", ""))
-            return []
+            return self._opt_in(self.comms[comm_id], metadata)
         comm = self.comms.get(comm_id)
+        if comm is None and msg_type == COMM_MSG and presence.opts_in(metadata):
+            # a comm this server did not see open, opting in (just before its comm_info_reply)
+            comm = self.comms[comm_id] = Comm(comm_id, "")
         if comm is None:
             return []
         if msg_type == COMM_MSG:
-            lost = _count_lost(comm, metadata)
+            first = [*self._opt_in(comm, metadata), *_count_lost(comm, metadata)]
             to = _addressees(metadata)
             recipients, done = self._reply_recipients(comm, to, parent_msg_id)
             if not recipients:
-                return lost
+                return first
             frame = OutgoingFrame(content.get("data"), buffers, comm.next_seq())
-            return [*lost, Deliver(recipients, frame, comm_id, to is None), *done]
+            return [*first, Deliver(recipients, frame, comm_id, to is None), *done]
         if msg_type == COMM_CLOSE:
             del self.comms[comm_id]
             if parent_msg_type == COMM_OPEN:
@@ -314,9 +354,33 @@ class Router:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _add(self, comm: Comm, client: Subscriber) -> None:
+    def _add(self, comm: Comm, client: Subscriber) -> list[Action]:
         comm.clients[client.id] = client
         self.clients[client.id] = client
+        if not comm.presence:
+            return []
+        others = tuple(c for c in comm.clients if c != client.id)
+        return [
+            _presence_event(comm, presence.JOIN, client.member()),
+            Presence(comm.id, others, presence.join_event(client.member())),
+            Presence(comm.id, (client.id,), _roster(comm)),
+        ]
+
+    def _opt_in(self, comm: Comm, metadata: Mapping[str, Any]) -> list[Action]:
+        """What the kernel says of presence and echo on ``comm``; when presence begins, the
+        kernel hears of every client attached already, and they of each other."""
+        if (echo := presence.opted(metadata, ECHO_KEY)) is not None:
+            comm.echo = echo
+        turned = presence.opted(metadata, PRESENCE_KEY)
+        if turned is None or turned == comm.presence:
+            return []
+        comm.presence = turned
+        if not turned or not comm.clients:
+            return []
+        joins: list[Action] = [
+            _presence_event(comm, presence.JOIN, c.member()) for c in comm.clients.values()
+        ]
+        return [*joins, Presence(comm.id, tuple(comm.clients), _roster(comm))]
 
     def _reply_recipients(
         self, comm: Comm, to: Mapping[str, None] | None, parent_msg_id: str | None
@@ -349,6 +413,17 @@ def _closing(comm: Comm, metadata: dict[str, Any] | None = None) -> ToKernel:
     """The comm_close that ends ``comm`` in the kernel."""
     content = {"comm_id": comm.id, "data": {}}
     return ToKernel(COMM_CLOSE, content, metadata or {}, target_name=comm.target_name)
+
+
+def _presence_event(comm: Comm, kind: str, member: dict[str, Any]) -> ToKernel:
+    """The comm_msg that tells the kernel a client joined or left ``comm``."""
+    metadata = {METADATA_KEY: {PRESENCE_KEY: kind, MEMBER_KEY: member}}
+    content = {"comm_id": comm.id, "data": {}}
+    return ToKernel(COMM_MSG, content, metadata, target_name=comm.target_name)
+
+
+def _roster(comm: Comm) -> dict[str, Any]:
+    return presence.roster_event([client.member() for client in comm.clients.values()])
 
 
 def _metadata(client: Subscriber) -> dict[str, Any]:

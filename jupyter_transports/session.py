@@ -39,8 +39,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple, TypeGuard
 
+from . import presence
 from .errors import BadFrame, ClientFault, CloseCode
 from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame
+from .presence import PRESENCE_KEY
 from .protocol import Buffer
 
 SESSION_KEY_FORM = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -59,6 +61,7 @@ ACK_KEY = "ack"
 WINDOW_KEY = "window"
 DATA_KEY = "data"
 LOST_KEY = "lost"
+FROM_KEY = "from"
 
 
 class Outcome(str, Enum):
@@ -92,6 +95,7 @@ class ClientMessage:
     seq: int
     data: Any
     buffers: Sequence[Buffer]
+    sender: str = ""  # the client whose message the server relayed (echo)
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,7 @@ class ClientSession:
         self.received = 0  # bytes received since the last acknowledgement
         self.hello: Hello | None = None  # of the current connection
         self.lost = 0  # kernel messages on the comm the server said never reached it
+        self.roster: dict[str, dict[str, Any]] = {}  # who is on the comm (presence=1), by client
 
     def greeted(self, hello: Hello) -> None:
         """A connection began with ``hello``: a new session forgets every number of the old one
@@ -237,17 +242,23 @@ class ClientSession:
 
     def receive(self, frame: Frame) -> ClientMessage | None:
         """A frame from the server after the hello: a comm message (with its seq), or None for
-        an acknowledgement or a loss; :class:`BadFrame` for anything else."""
+        an acknowledgement, a loss or a roster change; :class:`BadFrame` for anything else."""
         fields, buffers = decode_frame(frame, FrameMode.JSON)
         if isinstance(fields, dict) and _is_count(fields.get(SEQ_KEY)) and DATA_KEY in fields:
             self.last = fields[SEQ_KEY]
             self.received += len(frame)  # of a text frame, its characters: at most its bytes
-            return ClientMessage(self.last, fields[DATA_KEY], buffers)
+            sender = fields.get(FROM_KEY)
+            return ClientMessage(
+                self.last, fields[DATA_KEY], buffers, sender if isinstance(sender, str) else ""
+            )
         if isinstance(fields, dict) and _is_count(fields.get(ACK_KEY)):
             self.acknowledged(fields[ACK_KEY])
             return None
         if isinstance(fields, dict) and _is_count(fields.get(LOST_KEY)):
             self.lost += fields[LOST_KEY]
+            return None
+        if isinstance(fields, dict) and isinstance(fields.get(PRESENCE_KEY), str):
+            self.roster = presence.apply(self.roster, fields)
             return None
         raise BadFrame("not a frame of a session's server")
 
@@ -332,6 +343,9 @@ def lost_frame(count: int) -> str:
 
 def envelope(frame: OutgoingFrame) -> str:
     """The JSON of a numbered comm message (text frame, or part 0 of a binary one)."""
+    if frame.sender:  # a client id: hex, nothing to escape
+        sender = f'"{FROM_KEY}":"{frame.sender}",'
+        return f'{{"{SEQ_KEY}":{frame.seq},{sender}"{DATA_KEY}":{frame.json_text}}}'
     return f'{{"{SEQ_KEY}":{frame.seq},"{DATA_KEY}":{frame.json_text}}}'
 
 

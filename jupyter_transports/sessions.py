@@ -15,11 +15,11 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .context import detached
 from .errors import CloseCode
-from .framing import OutgoingFrame
+from .framing import OutgoingFrame, dumps
 from .router import Subscriber
 from .session import ACK_DELAY, CommLog, Outcome, Reason, SessionState, ack, hello, lost_frame
 from .writer import Pieces, session_wire_pieces, websocket_frame
@@ -77,6 +77,7 @@ class Session:
         self.connection: Connection | None = None
         self.closing: tuple[int, str] | None = None  # a close that happened while away
         self.unreported_lost = 0  # kernel messages lost while away, told on resume
+        self.wants_presence = False  # its connection asked for roster frames (presence=1)
         self.ended = False
         self._expiry: asyncio.TimerHandle | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -92,6 +93,11 @@ class Session:
             self.connection.send_pieces((websocket_frame(lost_frame(count)),))
         else:
             self.unreported_lost += count
+
+    def presence(self, event: dict[str, Any]) -> None:
+        """A roster change; one that comes while away is not kept: the resume sends the roster."""
+        if self.connection is not None and self.wants_presence:
+            self.connection.send_pieces((websocket_frame(dumps(event)),))
 
     def close(self, code: CloseCode, reason: str) -> None:
         """The router forgot the client: its comm or its kernel went away."""
@@ -136,6 +142,8 @@ class Session:
         if self.unreported_lost:
             connection.send_pieces((websocket_frame(lost_frame(self.unreported_lost)),))
             self.unreported_lost = 0
+        if self.wants_presence and (roster := self.bridge.router.roster(subscriber.comm_id)):
+            connection.send_pieces((websocket_frame(dumps(roster)),))
         for frame in missed:
             connection.send_pieces(session_wire_pieces(frame))
         if self.closing is not None:

@@ -25,6 +25,7 @@ from .base import (
     EXECUTE,
     FRAMES_PARAM,
     LAST_PARAM,
+    PRESENCE_PARAM,
     READ,
     SESSION_PARAM,
     TransportsHandlerMixin,
@@ -54,6 +55,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     raw_frames = False  # write the frames of wire_pieces() (set in open)
     session_key: str | None = None  # the ?session_key= parameter: this socket carries that session
     last = 0  # the ?last= parameter: the last seq its client received
+    wants_presence = False  # ?presence=1 on a session: roster frames
     session: Session | None = None  # set in open
     resuming: Session | None = None  # the live session the handshake names, if any
     closed_by_server = False
@@ -132,6 +134,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         if not (last.isascii() and last.isdigit() and len(last) <= MAX_SEQ_DIGITS):
             raise web.HTTPError(400, f"last must be an integer >= 0, not {last[:40]!r}")
         self.last = int(last)
+        self.wants_presence = self.get_query_argument(PRESENCE_PARAM, "") == "1"
         session = self.sessions.find(self.kernel_id, self.session_key)
         if session is not None and not session.owner.may_resume(self.owner()):
             raise web.HTTPError(403, "this session belongs to another user")
@@ -194,6 +197,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             session = self.sessions.find(self.kernel_id, self.session_key)
             if session is not None:
                 self.session, self.client = session, session.subscriber
+                session.wants_presence = self.wants_presence
                 session.resume(self, self.last)
                 return
             assert self.bridge is not None
@@ -201,6 +205,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
             self.session = self.sessions.start(
                 self.kernel_id, self.session_key, self.owner(), self.client, self.bridge
             )
+            self.session.wants_presence = self.wants_presence
             subscribe(self.client, self.session)
             self.session.begin(self, reason)
         except Exception as e:
@@ -295,6 +300,9 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     def lost(self, count: int) -> None:
         """v1's frames have no place to say it (the status and metrics count it)."""
+
+    def presence(self, event: dict[str, Any]) -> None:
+        """Only sessions hear of the roster (v1's frames are the kernel's messages alone)."""
 
     def drop_slow_client(self) -> None:
         """Close with 1013 and let go of what was queued; the bridge forgets the client next."""

@@ -96,6 +96,27 @@ export declare class CommMessageEvent extends Event {
   readonly type: "message";
   readonly data: any;
   readonly buffers: Uint8Array[];
+  /** The client that sent it, when the server relayed it (a comm with echo on); else null. */
+  readonly sender: string | null;
+}
+
+/** One client on a comm, as the roster shows it. */
+export interface Member {
+  client: string;
+  user: string;
+  name: string;
+  initials: string | null;
+  color: string | null;
+  role: "editor" | "observer";
+}
+
+/** Who is on the comm changed (sessions with `query: { presence: "1" }`). */
+export declare class CommPresenceEvent extends Event {
+  readonly type: "presence";
+  readonly change:
+    | { presence: "roster"; clients: Member[] }
+    | { presence: "join"; client: Member }
+    | { presence: "leave"; client: string };
 }
 
 export declare class CommCloseEvent extends Event {
@@ -131,6 +152,7 @@ interface CommEventMap {
   message: CommMessageEvent;
   close: CommCloseEvent;
   lost: CommLostEvent;
+  presence: CommPresenceEvent;
 }
 
 /**
@@ -153,6 +175,8 @@ export declare class Comm extends EventTarget {
   readonly durable: boolean;
   /** How many kernel messages on the comm the server said never reached it ("lost" events). */
   readonly lost: number;
+  /** Who is on the comm, by client id (sessions with `query: { presence: "1" }`). */
+  readonly roster: Map<string, Member>;
   /** On a session, a message sent while reconnecting waits and goes out when the comm is back. */
   send(data: any, buffers?: Binary[]): void;
   /** Close for good; a session ends at the close frame (if closed while reconnecting: when it expires). */

@@ -284,10 +284,19 @@ function decodeSessionFrame(frame) {
 
 /** A comm message: `data` (JSON value, or text with frames "text") and `buffers` (Uint8Array[]). */
 export class CommMessageEvent extends Event {
-  constructor(data, buffers) {
+  constructor(data, buffers, sender = null) {
     super("message");
     this.data = data;
     this.buffers = buffers;
+    this.sender = sender; // the client that sent it, when the server relayed it (echo)
+  }
+}
+
+/** Who is on the comm changed (a session with `query: { presence: "1" }`); see `comm.roster`. */
+export class CommPresenceEvent extends Event {
+  constructor(change) {
+    super("presence");
+    this.change = change; // the server's frame: {presence: "roster" | "join" | "leave", ...}
   }
 }
 
@@ -332,7 +341,7 @@ export class CommLostEvent extends Event {
  * One kernel comm over one WebSocket, reconnecting with backoff after the socket drops.
  *
  * Events: "open" (CommOpenEvent), "message" (CommMessageEvent), "close" (CommCloseEvent), and
- * on a durable session "lost" (CommLostEvent).
+ * on a durable session "lost" (CommLostEvent) and "presence" (CommPresenceEvent).
  *
  * On a durable session (the default) a comm comes back after a drop as the same comm: a
  * `Comm.open` comm keeps its comm id and client id, messages sent while it reconnects wait and go
@@ -398,6 +407,9 @@ export class Comm extends EventTarget {
 
   /** How many kernel messages on the comm the server said never reached it (a session's "lost"). */
   lost = 0;
+
+  /** Who is on the comm, by client id (a session with `query: { presence: "1" }`). */
+  roster = new Map();
 
   /** Whether the comm rides a durable session (false: a plain v1 socket). */
   get durable() {
@@ -563,9 +575,10 @@ export class Comm extends EventTarget {
     }
     if (OUTCOME_KEY in fields && isCount(fields.ack)) this.#greeted(fields);
     else if (this.state !== "open") console.error("jupyter_transports: a session frame before the session's first", fields);
-    else if (isCount(fields.seq)) this.#receivedMessage(fields.seq, fields.data, buffers, frameSize(frame));
+    else if (isCount(fields.seq)) this.#receivedMessage(fields.seq, fields.data, buffers, frameSize(frame), fields.from ?? null);
     else if (isCount(fields.ack)) this.#session.acknowledged(fields.ack);
     else if (isCount(fields.lost)) this.#lostMessages(fields.lost);
+    else if (typeof fields.presence === "string") this.#rosterChanged(fields);
     else console.error("jupyter_transports: dropping an unknown session frame", fields);
   }
 
@@ -585,13 +598,24 @@ export class Comm extends EventTarget {
     this.#ready(outcome === SessionOutcome.RESUMED, reason);
   }
 
-  #receivedMessage(seq, data, buffers, size) {
+  #receivedMessage(seq, data, buffers, size, sender) {
     if (!this.#session.received(seq, size)) {
       console.warn(`jupyter_transports: dropping message ${seq}, received already`);
       return;
     }
     this.#scheduleAck();
-    this.dispatchEvent(new CommMessageEvent(data, buffers));
+    this.dispatchEvent(new CommMessageEvent(data, buffers, sender));
+  }
+
+  #rosterChanged(change) {
+    if (change.presence === "roster" && Array.isArray(change.clients)) {
+      this.roster = new Map(change.clients.map((member) => [member.client, member]));
+    } else if (change.presence === "join" && change.client?.client) {
+      this.roster.set(change.client.client, change.client);
+    } else if (change.presence === "leave") {
+      this.roster.delete(change.client);
+    }
+    this.dispatchEvent(new CommPresenceEvent(change));
   }
 
   #lostMessages(count) {

@@ -1,0 +1,127 @@
+"""Presence, late joiners, observers and echo on a shared comm, with a real server, a real
+kernel and two users with different rights (contract v2, "Presence and echo")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth import Authorizer, IdentityProvider, User
+
+from jupyter_transports.client import CommClient
+from jupyter_transports.errors import CloseCode
+
+from .conftest import TIMEOUT, closed
+
+SHARED = """
+from jupyter_transports.shared import SharedComm
+
+board = SharedComm("board", echo=True)
+state = {"text": "hello"}
+seen, received = [], []
+
+@board.on_join
+def _welcome(member):
+    seen.append(["join", member["user"], member["role"]])
+    board.send(state, to=[member["client"]])
+
+board.on_leave(lambda member: seen.append(["leave", member["user"], member["role"]]))
+board.on_msg(lambda data, buffers, sender: received.append([data, sender]))
+"""
+
+
+class NamedUsers(IdentityProvider):
+    """The token's holder, named by ``?as=`` (for tests: two users on one server)."""
+
+    async def get_user(self, handler: Any) -> User | None:
+        user = await ensure_async(super().get_user(handler))
+        name = handler.get_argument("as", None)
+        if user is None or name is None:
+            return user
+        return User(name, name=name.title(), display_name=name.title(), initials=name[:2].upper())
+
+
+class EditorsOnly(Authorizer):
+    """Bob may only read."""
+
+    def is_authorized(self, handler: Any, user: User, action: str, resource: str) -> bool:
+        return action == "read" or user.username != "bob"
+
+
+TWO_USERS = {"ServerApp": {"identity_provider_class": NamedUsers, "authorizer_class": EditorsOnly}}
+
+
+async def until(condition, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while not await condition():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("server_config", [TWO_USERS])
+async def test_a_shared_comm_sees_who_comes_and_goes_and_edits_reach_everyone_once(
+    server_url, token, kernel
+):
+    await kernel.execute(SHARED)
+    comm_id = await kernel.evaluate("board.comm_id")
+
+    async def attach(user: str) -> CommClient:
+        return await CommClient.attach(
+            server_url, kernel.id, comm_id, token=token, presence="1", **{"as": user}
+        )
+
+    alice, alice2, bob = [await attach(user) for user in ("alice", "alice", "bob")]
+    await until(lambda: _count(kernel, "seen", 3), "the kernel heard of three joins")
+    assert await kernel.evaluate("seen") == [
+        ["join", "alice", "editor"],
+        ["join", "alice", "editor"],
+        ["join", "bob", "observer"],
+    ]
+    for client in (alice, alice2, bob):  # each got the state alone, as it joined
+        assert (await asyncio.wait_for(client.recv(), TIMEOUT)).data == {"text": "hello"}
+    await until(lambda: _ready(len(alice.roster) == 3), "alice's roster lists everyone")
+    assert {m["user"]: m["role"] for m in alice.roster.values()} == {
+        "alice": "editor",
+        "bob": "observer",
+    }
+    assert alice.roster[bob.client_id]["name"] == "Bob"
+
+    await alice.send({"text": "hi"})  # echo: the others see it once, with its sender
+    for other in (alice2, bob):
+        message = await asyncio.wait_for(other.recv(), TIMEOUT)
+        assert (message.data, message.sender) == ({"text": "hi"}, alice.client_id)
+    await until(lambda: _count(kernel, "received", 1), "the kernel got the edit")
+    assert await kernel.evaluate("received") == [[{"text": "hi"}, alice.client_id]]
+
+    await bob.send({"text": "mine"})  # an observer may not send: 1008, and it leaves
+    assert (await closed(bob))[0] == CloseCode.READ_ONLY
+    await until(lambda: _count(kernel, "seen", 4), "the kernel heard bob leave")
+    assert (await kernel.evaluate("seen"))[-1] == ["leave", "bob", "observer"]
+    await until(lambda: _ready(bob.client_id not in alice.roster), "alice saw bob leave")
+    assert await kernel.evaluate("received") == [[{"text": "hi"}, alice.client_id]]
+    with pytest.raises(asyncio.TimeoutError):  # alice never gets her own edit back
+        await asyncio.wait_for(alice.recv(), 0.3)
+    for client in (alice, alice2, bob):
+        await client.close()
+
+
+async def test_a_comm_that_did_not_opt_in_carries_exactly_what_it_did(open_comm):
+    comm = await open_comm("echo", presence="1")
+    for n in range(3):
+        await comm.send({"n": n})
+    replies = [(await asyncio.wait_for(comm.recv(), TIMEOUT)).data for _ in range(3)]
+    assert replies == [{"n": 0}, {"n": 1}, {"n": 2}]  # no presence message reached the kernel
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(comm.recv(), 0.3)
+    assert comm.roster == {}
+
+
+async def _count(kernel, name: str, at_least: int) -> bool:
+    return len(await kernel.evaluate(name)) >= at_least
+
+
+async def _ready(value: bool) -> bool:
+    return value
