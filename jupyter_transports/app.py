@@ -9,6 +9,7 @@ from traitlets import Bool, Float, Instance, Int, List, Unicode, default
 
 from . import metrics
 from .handlers import default_handlers
+from .limits import SocketLimits
 from .manager import BridgeManager
 from .sessions import SessionStore
 
@@ -157,8 +158,25 @@ class TransportsExtension(ExtensionApp):
         resume is told "overflow" instead of replaying.""",
     )
 
+    max_sockets_per_user = Int(
+        0,
+        config=True,
+        help="""Most WebSockets one user may hold open on this server at once (a session's
+        connection counts while open); a handshake past it is refused with 429. 0: no cap. With
+        jupyter_server's default identity provider every token-only connection is a new
+        anonymous user, so the cap means something only with real users (JupyterHub, a custom
+        IdentityProvider).""",
+    )
+    max_sockets_per_kernel = Int(
+        0,
+        config=True,
+        help="""Most WebSockets this server holds open on one kernel at once; a handshake past it
+        is refused with 429. 0: no cap.""",
+    )
+
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
     sessions = Instance(SessionStore, allow_none=True, help="The durable sessions.")
+    socket_limits = Instance(SocketLimits, allow_none=True, help="Open sockets, and their caps.")
     metrics_collector = Instance(
         metrics.TransportsCollector,
         allow_none=True,
@@ -193,6 +211,7 @@ class TransportsExtension(ExtensionApp):
             window_bytes=self.session_window_bytes,
             log=self.log,
         )
+        self.socket_limits = SocketLimits(self.max_sockets_per_user, self.max_sockets_per_kernel)
         self.metrics_collector = metrics.register(self.bridges.status)
 
     def initialize_handlers(self) -> None:

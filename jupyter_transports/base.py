@@ -15,6 +15,7 @@ from tornado import web
 from tornado.log import app_log, gen_log
 
 from .errors import TransportsError
+from .limits import SocketLimits
 from .manager import BridgeManager
 from .presence import Identity
 from .router import Subscriber
@@ -74,6 +75,10 @@ class TransportsHandlerMixin(ExtensionHandlerMixin):
     @property
     def sessions(self) -> SessionStore:
         return self.extensionapp.sessions  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def socket_limits(self) -> SocketLimits:
+        return self.extensionapp.socket_limits  # type: ignore[attr-defined,no-any-return]
 
     async def check_kernel(self, kernel_id: str) -> None:
         """404 for an unknown kernel (a gateway kernel of another server's is adopted)."""

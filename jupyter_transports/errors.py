@@ -67,6 +67,12 @@ class ReadOnly(ClientFault):
     status = 403
 
 
+class TooManySockets(ClientFault):
+    """A user, or a kernel, holds as many sockets as the server allows."""
+
+    status = 429
+
+
 class CommNotFound(ClientFault):
     """The comm does not exist, or the kernel refused to open it."""
 

@@ -56,6 +56,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     session_key: str | None = None  # the ?session_key= parameter: this socket carries that session
     last = 0  # the ?last= parameter: the last seq its client received
     wants_presence = False  # ?presence=1 on a session: roster frames
+    admitted: str | None = None  # the kernel this socket counts against in socket_limits
     session: Session | None = None  # set in open
     resuming: Session | None = None  # the live session the handshake names, if any
     closed_by_server = False
@@ -153,6 +154,8 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         """Hold the kernel's bridge for the socket's lifetime, ``check``, accept the WebSocket."""
         try:
             with self.http_errors():
+                self.socket_limits.admit(self.current_user.username, kernel_id)
+                self.admitted = kernel_id
                 if self.resuming is not None:
                     self.bridge = self.resuming.bridge
                     self.bridges.hold(self.bridge)
@@ -272,6 +275,9 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.ping_callback = self.writer = self.session = None
 
     def release(self) -> None:
+        if self.admitted is not None:
+            self.socket_limits.release(self.current_user.username, self.admitted)
+            self.admitted = None
         if self.bridge is not None:
             if self.session is None:  # a session's client stays until the session ends
                 self.bridge.leave(self.client.id)

@@ -10,7 +10,7 @@ import pytest
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth import Authorizer, IdentityProvider, User
 
-from jupyter_transports.client import CommClient
+from jupyter_transports.client import CommClient, Refused
 from jupyter_transports.errors import CloseCode
 
 from .conftest import TIMEOUT, closed
@@ -125,3 +125,35 @@ async def _count(kernel, name: str, at_least: int) -> bool:
 
 async def _ready(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize("server_config", [TWO_USERS])
+@pytest.mark.parametrize(
+    "transports_config", [{"max_sockets_per_user": 2, "max_sockets_per_kernel": 3}]
+)
+async def test_sockets_are_capped_per_user_and_per_kernel(server_url, token, kernel):
+    async def connect(user: str) -> CommClient:
+        return await CommClient.open(
+            server_url, kernel.id, "echo", token=token, session=False, **{"as": user}
+        )
+
+    alice = [await connect("alice"), await connect("alice")]
+    with pytest.raises(Refused) as refused:
+        await connect("alice")
+    assert refused.value.status == 429  # alice holds 2
+    carol = await connect("carol")
+    with pytest.raises(Refused) as refused:
+        await connect("carol")
+    assert refused.value.status == 429  # the kernel holds 3
+    await alice.pop().close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:  # the server counts the close once its closing handshake is done
+        try:
+            alice.append(await connect("alice"))
+            break
+        except Refused:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+    for client in (*alice, carol):
+        await client.close()
