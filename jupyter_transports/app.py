@@ -158,6 +158,17 @@ class TransportsExtension(ExtensionApp):
         resume is told "overflow" instead of replaying.""",
     )
 
+    private_comms = Bool(
+        False,
+        config=True,
+        help="""Make a comm a user opened through this server that user's: other users can
+        neither attach to it, send on it nor see it listed, unless the kernel marks it shared
+        (metadata.transports.shared). Comms the kernel opened stay everyone's. Off by default
+        (v1). With jupyter_server's default identity provider every token-only connection is a
+        new anonymous user, so turn it on only with real users (JupyterHub, a custom
+        IdentityProvider).""",
+    )
+
     max_sockets_per_user = Int(
         0,
         config=True,
@@ -204,6 +215,7 @@ class TransportsExtension(ExtensionApp):
             in_flight_bytes=(self.client_in_flight_bytes, self.kernel_in_flight_bytes),
             ping_interval=self.socket_ping_interval,
             ping_timeout=self.socket_ping_timeout,
+            private_comms=self.private_comms,
         )
         self.sessions = SessionStore(
             self.bridges,

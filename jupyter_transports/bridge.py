@@ -93,13 +93,14 @@ class KernelBridge:
         subshell_targets: Collection[str] = (),
         client_in_flight_bytes: int = 1 << 62,
         kernel_in_flight_bytes: int = 1 << 62,
+        private_comms: bool = False,
     ) -> None:
         self.kernel_id = kernel_id
         self.kernel_generation = kernel_generation
         self.channels = channels
         self.kernel_timeout = kernel_timeout
         self.log = log
-        self.router = Router()
+        self.router = Router(private=private_comms)
         self.sinks: dict[str, Sink] = {}
         self.logs: dict[str, CommLog] = {}  # of comms with sessions or event streams, by comm id
         self.users = 0

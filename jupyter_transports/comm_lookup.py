@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import CommNotFound, KernelFault
 from .protocol import COMM_INFO_REQUEST
-from .router import Router
+from .router import Comm, Router
 
 MISSING_FOR = 1.0  # seconds a comm the kernel said it lacks is taken as absent without asking
 MISSING_MAX = 1024  # absent ids remembered before the expired ones are let go
@@ -38,10 +38,11 @@ class CommLookup:
         self._missing: dict[str, float] = {}  # comm id -> loop time until it counts as absent
         self.unconfirmed: set[str] = set()  # remembered from an earlier bridge, not yet listed
 
-    def remember(self, comms: Mapping[str, str]) -> None:
-        """Believe the kernel has these comms (id -> target name) until it answers otherwise."""
-        for comm_id, target_name in comms.items():
-            self.router.comm_exists(comm_id, target_name)
+    def remember(self, comms: Mapping[str, Comm]) -> None:
+        """Believe the kernel has these comms (an earlier bridge's, without their clients)
+        until it answers otherwise."""
+        for comm_id, comm in comms.items():
+            self.router.comms.setdefault(comm_id, comm)
         self.unconfirmed.update(comms)
 
     async def confirm(self) -> None:
@@ -51,8 +52,11 @@ class CommLookup:
             with contextlib.suppress(KernelFault):
                 await self.refresh()
 
-    async def require(self, comm_id: str) -> None:
-        """:class:`CommNotFound` unless the kernel has this comm."""
+    async def require(self, comm_id: str, user: str | None = None) -> None:
+        """:class:`CommNotFound` unless the kernel has this comm (and ``user``, if given, may
+        use it: private comms)."""
+        if user is not None and not self.router.may_use(comm_id, user):
+            raise CommNotFound(f"no comm {comm_id} in this kernel")
         if comm_id in self.router.comms:
             return
         loop = asyncio.get_running_loop()

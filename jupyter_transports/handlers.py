@@ -84,7 +84,7 @@ class CommsHandler(TransportsAPIHandler):
     @authorized(READ, resource=AUTH_RESOURCE)
     async def get(self, kernel_id: str) -> None:
         async with self.bridge(kernel_id) as bridge:
-            comms = await rest.list_comms(bridge)
+            comms = await rest.list_comms(bridge, self.current_user.username)
         self.reply({"comms": comms})
 
 
@@ -137,7 +137,7 @@ class CommAPIHandler(TransportsAPIHandler):
     @authorized(EXECUTE, resource=AUTH_RESOURCE)
     async def delete(self, kernel_id: str, comm_id: str) -> None:
         async with self.bridge(kernel_id) as bridge:
-            await rest.close_comm(bridge, comm_id)
+            await rest.close_comm(bridge, comm_id, self.current_user.username)
         self.set_status(204)
         self.finish()
 
@@ -163,7 +163,7 @@ class EventsHandler(TransportsAPIHandler):
         self.ended = asyncio.Event()
         self.client = self.new_client(comm_id, can_send=False)
         async with self.bridge(kernel_id) as bridge:
-            await bridge.comms.require(comm_id)
+            await bridge.comms.require(comm_id, self.client.user)
             self.set_header("Content-Type", sse.CONTENT_TYPE)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")  # nginx: do not hold events back

@@ -20,6 +20,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from jupyter_server.gateway.managers import GatewayKernelManager, GatewayMappingKernelManager
@@ -38,7 +39,7 @@ from .errors import (
     KernelFault,
     KernelNotRunning,
 )
-from .router import Router
+from .router import Comm, Router
 from .stats import KernelStats
 
 KERNEL_ACTIONS_SCHEMA = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
@@ -64,9 +65,11 @@ class BridgeManager:
         in_flight_bytes: tuple[int, int] = (1 << 62, 1 << 62),
         ping_interval: float = 0,
         ping_timeout: float | None = None,
+        private_comms: bool = False,
     ) -> None:
         self.kernel_manager = kernel_manager
         self.kernel_timeout = kernel_timeout
+        self.private_comms = private_comms  # a comm a user opened is that user's (router, rule 8)
         self.idle_timeout = idle_timeout  # seconds an unused bridge stays open
         self.gateway_max_message_bytes = gateway_max_message_bytes
         # a gateway kernel's connection: tornado waits for a pong at most until the next ping
@@ -82,7 +85,7 @@ class BridgeManager:
         self.log = log
         self.bridges: dict[str, KernelBridge] = {}
         # the comms closed bridges knew, for the next: kernel id -> (kernel generation, comms)
-        self._known_comms: dict[str, tuple[object, dict[str, str]]] = {}
+        self._known_comms: dict[str, tuple[object, dict[str, Comm]]] = {}
         self.stats: dict[str, KernelStats] = {}
         self._starting: dict[str, asyncio.Task[KernelBridge]] = {}
         self.event_logger = event_logger
@@ -193,6 +196,7 @@ class BridgeManager:
             subshell_targets=self.subshell_targets,
             client_in_flight_bytes=self.in_flight_bytes[0],
             kernel_in_flight_bytes=self.in_flight_bytes[1],
+            private_comms=self.private_comms,
         )
         generation, comms = self._known_comms.pop(kernel_id, (None, {}))
         if generation is bridge.kernel_generation:  # not if the kernel restarted since
@@ -236,7 +240,10 @@ class BridgeManager:
             if recorder is not None:
                 recorder.hand_back()
             self.log.debug("Bridge to kernel %s closed", bridge.kernel_id)
-            comms = {comm.id: comm.target_name for comm in bridge.router.comms.values()}
+            comms = {  # what the router learned of each (target, opener, opt-ins), no clients
+                comm.id: replace(comm, clients={}, collectors={})
+                for comm in bridge.router.comms.values()
+            }
             if comms and self.kernel_exists(bridge.kernel_id):  # none if the kernel went away
                 self._known_comms[bridge.kernel_id] = (bridge.kernel_generation, comms)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 PRESENCE_KEY = "presence"  # in metadata.transports, and in the frames about the roster
 ECHO_KEY = "echo"
+SHARED_KEY = "shared"  # with private comms: other users than the opener may use it
 MEMBER_KEY = "member"  # server -> kernel: the client who joined or left
 JOIN = "join"
 LEAVE = "leave"

@@ -109,8 +109,9 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-async def list_comms(bridge: KernelBridge) -> dict[str, dict[str, Any]]:
-    """The kernel's own view of its comms, with the clients attached to each in this server."""
+async def list_comms(bridge: KernelBridge, user: str) -> dict[str, dict[str, Any]]:
+    """The kernel's own view of its comms, with the clients attached to each in this server;
+    only those ``user`` may use (private comms)."""
     comms = await bridge.comms.refresh()
     return {
         comm_id: {
@@ -118,6 +119,7 @@ async def list_comms(bridge: KernelBridge) -> dict[str, dict[str, Any]]:
             CLIENTS: bridge.router.subscribers(comm_id),
         }
         for comm_id, info in comms.items()
+        if bridge.router.may_use(comm_id, user)
     }
 
 
@@ -163,7 +165,7 @@ async def send(
     size: int,
 ) -> list[Any]:
     """Send one message on ``client.comm_id``; the first ``count`` replies to it within ``wait``."""
-    await bridge.comms.require(client.comm_id)
+    await bridge.comms.require(client.comm_id, client.user)
     if (room := bridge.room(client.id)) is not None:  # the kernel has too much unhandled
         await room
     bridge.post(client, collector, data, count=count, size=size)
@@ -176,9 +178,10 @@ async def send(
     return collector.replies
 
 
-async def close_comm(bridge: KernelBridge, comm_id: str) -> None:
-    """Close a comm, and return once the kernel has handled the comm_close."""
-    await bridge.comms.require(comm_id)
+async def close_comm(bridge: KernelBridge, comm_id: str, user: str) -> None:
+    """Close a comm (one ``user`` may use), and return once the kernel has handled the
+    comm_close."""
+    await bridge.comms.require(comm_id, user)
     await bridge.settled(bridge.close_comm(comm_id))
 
 

@@ -25,6 +25,9 @@ Rules, in plain words:
    for any client: when the count is reached, or when the comm or the kernel goes away.
 7. A comm whose kernel opted in tells the kernel, and the clients that asked, who joins and
    leaves it; and relays what a client sends to its other clients (see :mod:`.presence`).
+8. With ``private`` comms, a comm a user opened through this server is that user's: another
+   user can neither attach to it nor send on it (as if it did not exist), unless the kernel
+   marks it shared (``metadata.transports.shared``). Comms the kernel opened are everyone's.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any, NamedTuple
 from . import presence
 from .errors import CloseCode, CommNotFound, ReadOnly
 from .framing import Buffers, OutgoingFrame
-from .presence import ECHO_KEY, MEMBER_KEY, NO_IDENTITY, PRESENCE_KEY, Identity
+from .presence import ECHO_KEY, MEMBER_KEY, NO_IDENTITY, PRESENCE_KEY, SHARED_KEY, Identity
 from .protocol import (
     CLIENT_KEY,
     COMM_CLOSE,
@@ -167,6 +170,8 @@ class Comm:
     seq: int = 0  # the last comm message routed from the kernel
     sent: int = 0  # the kernel's own count of its messages on this comm, when it numbers them
     presence: bool = False  # the kernel opted in: it hears of joins and leaves
+    opener: str | None = None  # the user who opened it through this server
+    shared: bool = False  # the kernel let other users than its opener on it (private comms)
     echo: bool = False  # the kernel opted in: what a client sends reaches the others too
 
     def next_seq(self) -> int:
@@ -177,9 +182,15 @@ class Comm:
 class Router:
     """The routing table of one kernel's comms."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, private: bool = False) -> None:
         self.comms: dict[str, Comm] = {}
         self.clients: dict[str, Subscriber] = {}
+        self.private = private  # comms belong to the user who opened them (rule 8)
+
+    def may_use(self, comm_id: str, user: str) -> bool:
+        """Whether ``user`` may see, attach to and send on the comm (rule 8)."""
+        comm = self.comms.get(comm_id)
+        return not self.private or comm is None or comm.opener in (None, user) or comm.shared
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -197,7 +208,9 @@ class Router:
         An ``owned`` comm ends when its client leaves (a socket's); otherwise it outlives the
         client, as a comm the kernel opened does (a REST call's).
         """
-        comm = Comm(client.comm_id, target_name, owner=client.id if owned else None)
+        comm = Comm(
+            client.comm_id, target_name, owner=client.id if owned else None, opener=client.user
+        )
         self.comms[comm.id] = comm
         self._add(comm, client)
         metadata = _metadata(client)
@@ -208,7 +221,7 @@ class Router:
     def attach(self, client: Subscriber) -> list[Action]:
         """``client`` starts receiving the messages of an existing comm."""
         comm = self.comms.get(client.comm_id)
-        if comm is None:
+        if comm is None or not self.may_use(comm.id, client.user):
             raise CommNotFound(f"no comm {client.comm_id}")
         return self._add(comm, client)
 
@@ -221,7 +234,7 @@ class Router:
 
     def post(self, client: Subscriber, data: Any, buffers: Buffers = ()) -> list[Action]:
         """One message from a client that is not attached to the comm (a REST call)."""
-        if client.comm_id not in self.comms:
+        if client.comm_id not in self.comms or not self.may_use(client.comm_id, client.user):
             raise CommNotFound(f"no comm {client.comm_id}")
         return self._message(client, data, buffers)
 
@@ -371,6 +384,8 @@ class Router:
         kernel hears of every client attached already, and they of each other."""
         if (echo := presence.opted(metadata, ECHO_KEY)) is not None:
             comm.echo = echo
+        if (shared := presence.opted(metadata, SHARED_KEY)) is not None:
+            comm.shared = shared
         turned = presence.opted(metadata, PRESENCE_KEY)
         if turned is None or turned == comm.presence:
             return []

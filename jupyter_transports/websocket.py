@@ -415,7 +415,7 @@ class AttachHandler(CommSocketHandler):
         """404 for a comm the kernel does not have, unless a live session resumes: it is told
         how its comm ended (after what was waiting for it), whenever that was."""
         if self.resuming is None:
-            await bridge.comms.require(self.client.comm_id)
+            await bridge.comms.require(self.client.comm_id, self.client.user)
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)

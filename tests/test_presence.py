@@ -4,11 +4,13 @@ kernel and two users with different rights (contract v2, "Presence and echo").""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth import Authorizer, IdentityProvider, User
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from jupyter_transports.client import CommClient, Refused
 from jupyter_transports.errors import CloseCode
@@ -157,3 +159,69 @@ async def test_sockets_are_capped_per_user_and_per_kernel(server_url, token, ker
             await asyncio.sleep(0.05)
     for client in (*alice, carol):
         await client.close()
+
+
+async def rest(server_url: str, token: str, method: str, path: str, user: str, body=None):
+    request = HTTPRequest(
+        f"{server_url}api/transports/kernels/{path}?as={user}",
+        method,
+        headers={"Authorization": f"token {token}"},
+        body=None if body is None else json.dumps(body),
+        allow_nonstandard_methods=True,
+    )
+    response = await AsyncHTTPClient().fetch(request, raise_error=False)
+    return response.code, json.loads(response.body) if response.body else None
+
+
+@pytest.mark.parametrize("server_config", [TWO_USERS])
+@pytest.mark.parametrize("transports_config", [{"private_comms": True}, {}], ids=["on", "off"])
+async def test_private_comms_belong_to_whoever_opened_them(
+    server_url, token, kernel, transports_config
+):
+    """With private_comms, carol neither sees nor uses the comm alice opened, until the kernel
+    shares it; comms the kernel opened stay everyone's. Off (v1), she may do everything."""
+    private = transports_config.get("private_comms", False)
+    status, opened = await rest(server_url, token, "POST", f"{kernel.id}/targets/echo", "alice", {})
+    assert status == 201
+    comm_id = opened["comm_id"]
+    await kernel.execute("from comm import create_comm; public = create_comm('echo', data={})")
+    public_id = await kernel.evaluate("public.comm_id")
+
+    status, listing = await rest(server_url, token, "GET", f"{kernel.id}/comms", "carol")
+    assert status == 200 and public_id in listing["comms"]
+    assert (comm_id in listing["comms"]) is not private
+    status, _ = await rest(
+        server_url, token, "POST", f"{kernel.id}/comms/{comm_id}", "carol", {"data": 1, "wait": 0}
+    )
+    assert status == (404 if private else 200)
+    attach = CommClient.attach(
+        server_url, kernel.id, comm_id, token=token, session=False, **{"as": "carol"}
+    )
+    if private:
+        with pytest.raises(Refused) as refused:
+            await attach
+        assert refused.value.status == 404
+    else:
+        await (await attach).close()
+    status, _ = await rest(
+        server_url, token, "POST", f"{kernel.id}/comms/{comm_id}", "alice", {"data": 1, "wait": 0}
+    )
+    assert status == 200  # hers
+
+    await kernel.execute(  # the kernel shares it
+        f"from comm import get_comm_manager\n"
+        f"get_comm_manager().get_comm({comm_id!r}).send("
+        "{}, metadata={'transports': {'shared': True, 'to': []}})"
+    )
+    await until(
+        lambda: _listed(server_url, token, kernel.id, comm_id, "carol"), "shared with carol"
+    )
+    carol = await CommClient.attach(
+        server_url, kernel.id, comm_id, token=token, session=False, **{"as": "carol"}
+    )
+    await carol.close()
+
+
+async def _listed(server_url, token, kernel_id, comm_id, user) -> bool:
+    status, listing = await rest(server_url, token, "GET", f"{kernel_id}/comms", user)
+    return status == 200 and comm_id in listing["comms"]
