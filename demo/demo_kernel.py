@@ -1,9 +1,11 @@
 """The demo's kernel side, run inside the kernel by ``demo/serve.py`` (and by the browser tests).
 
-* A shared model (a counter and a slider) on ONE comm that the kernel opens and every page
-  attaches to: the kernel sends each change once and the Jupyter server fans it out to every
-  attached page; a page that asks to "sync" gets the state back alone (``transports.to``).
-  A plain comm-based model, so the demo needs nothing but comm.
+* A shared model (a counter, a slider and a note) on ONE comm that the kernel opens and every
+  page attaches to (a ``SharedComm``): the kernel sends each change once and the Jupyter server
+  fans it out to every attached page; a page that joins, or asks to "sync", gets the state back
+  alone (``transports.to``). The kernel and the pages see who is here (presence); what a page
+  types in the note reaches the other pages straight from the server (echo), and the kernel
+  keeps it for the next page to join.
 * An RPC channel, ``jupyter_transports.demo``: the page calls the kernel's ``DemoHandler``, and
   the kernel calls back into the page that called (``channel.caller``) or into every page.
 """
@@ -13,14 +15,13 @@ import platform
 import random
 import time
 
-from comm import create_comm
-
 from jupyter_transports.kernel import Channel
+from jupyter_transports.shared import SharedComm
 
 MODEL_TARGET = "jupyter_transports.demo.model"
 CHANNEL_NAME = "jupyter_transports.demo"
 SLIDER_RANGE = (0, 100)
-TRANSPORTS = "transports"
+NOTE_CHARS = 10_000
 
 
 class SharedModel:
@@ -28,17 +29,23 @@ class SharedModel:
 
     def __init__(self) -> None:
         self.state = {"counter": 0, "slider": 50, "version": 0}
-        self.comm = create_comm(target_name=MODEL_TARGET, data={"state": self.state})
-        self.comm.on_msg(self._on_msg)
+        self.note = ""  # pages send each other its edits (echo); kept here for newcomers
+        self.shared = SharedComm(MODEL_TARGET, data={"state": self.state}, echo=True)
+        self.comm = self.shared.comm
+        self.shared.on_join(lambda member: self._send_state(member["client"]))
+        self.shared.on_msg(self._on_msg)
 
-    def _on_msg(self, msg: dict) -> None:
-        data = msg["content"]["data"] or {}
-        sender = (msg.get("metadata") or {}).get(TRANSPORTS, {})
+    def _send_state(self, client: str) -> None:
+        self.shared.send({"state": self.state, "note": self.note}, to=[client])
+
+    def _on_msg(self, data: dict, buffers: list, sender: str) -> None:
+        data = data or {}
         op = data.get("op")
         if op == "sync":  # only the page that asked
-            self.comm.send(
-                {"state": self.state}, metadata={TRANSPORTS: {"to": [sender.get("client")]}}
-            )
+            self._send_state(sender)
+            return
+        if op == "note":  # the other pages have it already (echo)
+            self.note = str(data.get("text", ""))[:NOTE_CHARS]
             return
         if op == "increment":
             self.state["counter"] += int(data.get("by", 1))
@@ -50,7 +57,7 @@ class SharedModel:
         else:
             return
         self.state["version"] += 1
-        self.comm.send({"state": self.state, "by": sender.get("client")})  # to every page
+        self.shared.send({"state": self.state, "by": sender})  # to every page
 
 
 class DemoHandler:

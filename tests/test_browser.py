@@ -156,6 +156,24 @@ async def test_demo_pages_stay_in_sync(demo_url, kernel):
         assert await first.input_value("#slider") == "80"
         assert await kernel.evaluate("shared.state") == {"counter": 2, "slider": 80, "version": 5}
 
+        # who is here, and a note typed in one tab appears in the other, relayed by the server
+        for page in (first, second):
+            await page.wait_for_function("document.body.dataset.people === '2'")
+        assert "(this tab)" in await first.inner_text("#people")
+        await first.locator("#note").fill("hello from the first tab")
+        await second.wait_for_function(
+            "document.getElementById('note').value === 'hello from the first tab'"
+        )
+        assert await kernel.evaluate("shared.note") == "hello from the first tab"
+        third = await new_page(context, demo_url)  # a late joiner gets the note from the kernel
+        await live(third)
+        await third.wait_for_function(
+            "document.getElementById('note').value === 'hello from the first tab'"
+        )
+        await first.wait_for_function("document.body.dataset.people === '3'")
+        await third.close()
+        await first.wait_for_function("document.body.dataset.people === '2'")
+
         # the page calls the kernel, which calls back into that page
         await first.click("#roll")
         await first.wait_for_function(

@@ -16,7 +16,7 @@ const kernelId = params.get("kernel");
 const connectOptions = { kernelId, token, session: params.get("session") !== "0" };
 
 const $ = (id) => document.getElementById(id);
-const controls = ["increment", "decrement", "reset", "slider", "roll", "divide", "announce"].map($);
+const controls = ["increment", "decrement", "reset", "slider", "roll", "divide", "announce", "note"].map($);
 
 function log(text, kind = "info") {
   const item = document.createElement("li");
@@ -178,7 +178,7 @@ function render(next, by) {
 
 async function attachModel() {
   const commId = await channel.call("model");
-  const next = await Comm.attach({ ...connectOptions, commId });
+  const next = await Comm.attach({ ...connectOptions, commId, query: { presence: "1" } });
   const previous = model;
   model = next;
   if (previous !== null && previous.state !== "closed") previous.close(); // its comm is gone
@@ -187,8 +187,38 @@ async function attachModel() {
   update();
 }
 
+function renderPeople(roster) {
+  const list = $("people");
+  list.replaceChildren(
+    ...[...roster.values()].map((member) => {
+      const item = document.createElement("li");
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = member.initials ?? member.name.slice(0, 2);
+      if (member.color) badge.style.background = member.color;
+      item.append(badge, document.createTextNode(` ${member.name}`));
+      const role = document.createElement("em");
+      role.textContent = member.client === model?.clientId ? " (this tab)" : ` (${member.role})`;
+      item.append(role);
+      item.dataset.role = member.role;
+      return item;
+    }),
+  );
+  document.body.dataset.people = roster.size;
+}
+
+function showNote(text) {
+  if (document.activeElement !== $("note")) $("note").value = text;
+}
+
 function watchModel(watched) {
-  watched.addEventListener("message", ({ data }) => watched === model && data.state && render(data.state, data.by));
+  watched.addEventListener("message", ({ data, sender }) => {
+    if (watched !== model) return;
+    if (sender && data.op === "note") showNote(data.text); // another tab typed, relayed by the server
+    if (data.state) render(data.state, data.by);
+    if (typeof data.note === "string") showNote(data.note);
+  });
+  watched.addEventListener("presence", () => watched === model && renderPeople(watched.roster));
   watched.addEventListener("open", ({ reconnected, resumed }) => {
     if (watched !== model) return;
     if (reconnected) log(`model socket reconnected${resumed ? "; session resumed, nothing lost" : ""}`, "info");
@@ -229,6 +259,7 @@ async function main() {
   slider.onpointerdown = () => (dragging = true);
   slider.onpointerup = () => (dragging = false);
   slider.oninput = () => send({ op: "slide", value: Number(slider.value) });
+  $("note").oninput = () => send({ op: "note", text: $("note").value });
 
   $("roll").onclick = async () => {
     log("page called roll()", "out");
