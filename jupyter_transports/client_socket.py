@@ -29,6 +29,7 @@ from .writer import OPCODE_BINARY, masked_frame
 API_PATH = "api/transports/kernels"
 FRAMES_PARAM = "frames"
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 * 1024  # accept anything up to 1 GiB from the server
+MAX_DETAIL = 500  # characters of a refusal's body kept in Refused.detail
 
 
 class TransportsClientError(Exception):
@@ -36,11 +37,12 @@ class TransportsClientError(Exception):
 
 
 class Refused(TransportsClientError):
-    """The server refused the WebSocket handshake."""
+    """The server refused the WebSocket handshake; ``detail``: the server's own words."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
+    def __init__(self, status: int, message: str, detail: str = "") -> None:
+        super().__init__(f"{status}: {message}" + (f" ({detail})" if detail else ""))
         self.status = status
+        self.detail = detail
 
 
 class CommClosed(TransportsClientError):
@@ -81,7 +83,9 @@ async def open_socket(
             HTTPRequest(url, headers=headers), max_message_size=DEFAULT_MAX_MESSAGE_SIZE
         )
     except HTTPClientError as e:
-        raise Refused(e.code, e.message or "") from None
+        body = e.response.body if e.response is not None else b""
+        detail = body.decode("utf-8", "replace").strip()[:MAX_DETAIL] if body else ""
+        raise Refused(e.code, e.message or "", detail) from None
 
 
 class Socket:
