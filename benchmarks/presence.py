@@ -28,7 +28,7 @@ from .server import Server
 MESSAGES = 200
 PAD = 64  # bytes of padding per message
 STEP_TIMEOUT = 120.0
-SHARED_CODE = f"""
+SHARED_CODE = """
 from jupyter_transports.shared import SharedComm
 shared = SharedComm("bench.shared", echo=True)
 heard = []
@@ -36,11 +36,11 @@ shared.on_msg(lambda data, buffers, sender: heard.append(data["i"]))
 
 def shared_burst(count, pad):
     for i in range(count):
-        shared.send({{"i": i, "pad": "x" * pad}})
+        shared.send({"i": i, "pad": "x" * pad})
 
 def plain_burst(count, pad):
     for i in range(count):
-        fan.send({{"i": i, "pad": "x" * pad}})
+        fan.send({"i": i, "pad": "x" * pad})
 """
 
 
@@ -110,9 +110,9 @@ async def run(sizes: list[int]) -> None:
             base = anchor["us_per_delivery"]
             rows.append(
                 f"| {n} | {plain_join / n * 1e6:.0f} | {shared_join / n * 1e6:.0f} "
-                f"({shared_join / plain_join:.2f}×) | {base:.1f} | "
-                f"{fan['us_per_delivery']:.1f} ({fan['us_per_delivery'] / base:.2f}×) | "
-                f"{relayed['us_per_delivery']:.1f} ({relayed['us_per_delivery'] / base:.2f}×) | "
+                f"({shared_join / plain_join:.2f}x) | {base:.1f} | "
+                f"{fan['us_per_delivery']:.1f} ({fan['us_per_delivery'] / base:.2f}x) | "
+                f"{relayed['us_per_delivery']:.1f} ({relayed['us_per_delivery'] / base:.2f}x) | "
                 f"{anchor['lost'] + fan['lost'] + relayed['lost']} |"
             )
             heard = await server.evaluate("len(heard)")

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
+from .actions import Action, Close, Deliver, Lost, Presence, ToKernel
 from .channels import KernelChannels
 from .comm_lookup import CommLookup
 from .context import detached
@@ -38,17 +39,7 @@ from .protocol import (
     STATUS,
     SUBSHELL_ID_HEADER,
 )
-from .router import (
-    Action,
-    Close,
-    Deliver,
-    KernelCommMessage,
-    Lost,
-    Presence,
-    Router,
-    Subscriber,
-    ToKernel,
-)
+from .router import KernelCommMessage, Router, Subscriber
 from .session import CommLog
 from .stats import KernelStats
 from .subshell import Subshell

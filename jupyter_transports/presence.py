@@ -17,9 +17,12 @@ A comm that did not opt in sees nothing new, and neither do its clients.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from .actions import ToKernel
+from .protocol import COMM_MSG, METADATA_KEY
 
 PRESENCE_KEY = "presence"  # in metadata.transports, and in the frames about the roster
 ECHO_KEY = "echo"
@@ -92,3 +95,33 @@ def apply(roster: dict[str, dict[str, Any]], event: Mapping[str, Any]) -> dict[s
     if kind == LEAVE and isinstance(client, str):
         return {c: m for c, m in roster.items() if c != client}
     return roster
+
+
+class Member(Protocol):
+    def member(self) -> dict[str, Any]: ...
+
+
+class SharedComm(Protocol):
+    """What of the router's comm the helpers here read."""
+
+    id: str
+    target_name: str
+
+    @property
+    def clients(self) -> Mapping[str, Member]: ...
+
+
+def kernel_event(comm: SharedComm, kind: str, member: dict[str, Any]) -> ToKernel:
+    """The comm_msg that tells the kernel a client joined or left ``comm``."""
+    metadata = {METADATA_KEY: {PRESENCE_KEY: kind, MEMBER_KEY: member}}
+    content = {"comm_id": comm.id, "data": {}}
+    return ToKernel(COMM_MSG, content, metadata, target_name=comm.target_name)
+
+
+def roster_of(comm: SharedComm) -> dict[str, Any]:
+    """The roster frame of ``comm``: every member, in the order they attached."""
+    return roster_event(members(comm.clients.values()))
+
+
+def members(clients: Iterable[Member]) -> list[dict[str, Any]]:
+    return [client.member() for client in clients]

@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import presence
+from .actions import Action, Close, Deliver, Lost, Presence, ToKernel
 from .errors import CloseCode, CommNotFound, ReadOnly
 from .framing import Buffers, OutgoingFrame
-from .presence import ECHO_KEY, MEMBER_KEY, NO_IDENTITY, PRESENCE_KEY, SHARED_KEY, Identity
+from .presence import ECHO_KEY, NO_IDENTITY, PRESENCE_KEY, SHARED_KEY, Identity
 from .protocol import (
     CLIENT_KEY,
     COMM_CLOSE,
@@ -72,58 +73,6 @@ class Subscriber:
 
     def member(self) -> dict[str, Any]:
         return presence.member(self.id, self.user, self.identity, self.can_send)
-
-
-@dataclass(frozen=True)
-class Deliver:
-    """Send ``frame``, a message of ``comm_id``, to each of ``clients`` (all of the comm's, if
-    ``broadcast``)."""
-
-    clients: tuple[str, ...]
-    frame: OutgoingFrame
-    comm_id: str = ""
-    broadcast: bool = True
-
-
-@dataclass(frozen=True)
-class Close:
-    """Close ``client``'s socket with ``code``."""
-
-    client: str
-    code: CloseCode
-    reason: str
-
-
-@dataclass(frozen=True)
-class ToKernel:
-    """Send a comm message to the kernel's shell channel (``target_name``: its comm's target)."""
-
-    msg_type: str
-    content: dict[str, Any]
-    metadata: dict[str, Any]
-    buffers: Buffers = ()
-    target_name: str = ""
-
-
-@dataclass(frozen=True)
-class Lost:
-    """Messages the kernel numbered on this comm that never reached the server."""
-
-    comm_id: str
-    count: int
-
-
-@dataclass(frozen=True)
-class Presence:
-    """Tell ``clients`` of ``comm_id`` that asked for it (durable sessions) ``event``: the roster,
-    a join or a leave."""
-
-    comm_id: str
-    clients: tuple[str, ...]
-    event: dict[str, Any]
-
-
-Action = Deliver | Close | ToKernel | Lost | Presence
 
 
 class KernelCommMessage(NamedTuple):
@@ -273,7 +222,7 @@ class Router:
             if not comm.presence:
                 return []
             return [
-                _presence_event(comm, presence.LEAVE, client.member()),
+                presence.kernel_event(comm, presence.LEAVE, client.member()),
                 Presence(comm.id, tuple(comm.clients), presence.leave_event(client_id)),
             ]
         del self.comms[comm.id]
@@ -289,7 +238,7 @@ class Router:
     def roster(self, comm_id: str) -> dict[str, Any] | None:
         """The roster frame of a comm whose kernel opted in to presence, else None."""
         comm = self.comms.get(comm_id)
-        return _roster(comm) if comm is not None and comm.presence else None
+        return presence.roster_of(comm) if comm is not None and comm.presence else None
 
     def subscribers(self, comm_id: str) -> int:
         """How many clients are attached to a comm (0 for a comm the router does not know)."""
@@ -374,9 +323,9 @@ class Router:
             return []
         others = tuple(c for c in comm.clients if c != client.id)
         return [
-            _presence_event(comm, presence.JOIN, client.member()),
+            presence.kernel_event(comm, presence.JOIN, client.member()),
             Presence(comm.id, others, presence.join_event(client.member())),
-            Presence(comm.id, (client.id,), _roster(comm)),
+            Presence(comm.id, (client.id,), presence.roster_of(comm)),
         ]
 
     def _opt_in(self, comm: Comm, metadata: Mapping[str, Any]) -> list[Action]:
@@ -393,9 +342,9 @@ class Router:
         if not turned or not comm.clients:
             return []
         joins: list[Action] = [
-            _presence_event(comm, presence.JOIN, c.member()) for c in comm.clients.values()
+            presence.kernel_event(comm, presence.JOIN, c.member()) for c in comm.clients.values()
         ]
-        return [*joins, Presence(comm.id, tuple(comm.clients), _roster(comm))]
+        return [*joins, Presence(comm.id, tuple(comm.clients), presence.roster_of(comm))]
 
     def _reply_recipients(
         self, comm: Comm, to: Mapping[str, None] | None, parent_msg_id: str | None
@@ -428,17 +377,6 @@ def _closing(comm: Comm, metadata: dict[str, Any] | None = None) -> ToKernel:
     """The comm_close that ends ``comm`` in the kernel."""
     content = {"comm_id": comm.id, "data": {}}
     return ToKernel(COMM_CLOSE, content, metadata or {}, target_name=comm.target_name)
-
-
-def _presence_event(comm: Comm, kind: str, member: dict[str, Any]) -> ToKernel:
-    """The comm_msg that tells the kernel a client joined or left ``comm``."""
-    metadata = {METADATA_KEY: {PRESENCE_KEY: kind, MEMBER_KEY: member}}
-    content = {"comm_id": comm.id, "data": {}}
-    return ToKernel(COMM_MSG, content, metadata, target_name=comm.target_name)
-
-
-def _roster(comm: Comm) -> dict[str, Any]:
-    return presence.roster_event([client.member() for client in comm.clients.values()])
 
 
 def _metadata(client: Subscriber) -> dict[str, Any]:

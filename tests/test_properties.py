@@ -23,6 +23,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from jupyter_transports import sse
+from jupyter_transports.actions import Close, Deliver, ToKernel
 from jupyter_transports.errors import (
     BadFrame,
     BadRequest,
@@ -51,14 +52,7 @@ from jupyter_transports.rest import (
     WAIT,
     parse_body,
 )
-from jupyter_transports.router import (
-    Close,
-    Deliver,
-    KernelCommMessage,
-    Router,
-    Subscriber,
-    ToKernel,
-)
+from jupyter_transports.router import KernelCommMessage, Router, Subscriber
 from jupyter_transports.session import (
     ClientAck,
     ClientMessage,

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from jupyter_transports.actions import Close, Deliver, Lost, ToKernel
 from jupyter_transports.errors import CloseCode, CommNotFound, ReadOnly
 from jupyter_transports.framing import FrameMode
 from jupyter_transports.protocol import COMM_CLOSE, COMM_MSG, COMM_OPEN
-from jupyter_transports.router import (
-    Close,
-    Deliver,
-    KernelCommMessage,
-    Lost,
-    Router,
-    Subscriber,
-    ToKernel,
-)
+from jupyter_transports.router import KernelCommMessage, Router, Subscriber
 
 
 def client(name: str, comm_id: str = "c1", *, can_send: bool = True) -> Subscriber:

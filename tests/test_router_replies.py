@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from jupyter_transports.actions import Close, Deliver, ToKernel
 from jupyter_transports.errors import CloseCode, CommNotFound, ReadOnly
 from jupyter_transports.protocol import COMM_CLOSE, COMM_MSG, COMM_OPEN
-from jupyter_transports.router import (
-    REPLIES_COMPLETE,
-    Close,
-    Deliver,
-    KernelCommMessage,
-    Router,
-    Subscriber,
-    ToKernel,
-)
+from jupyter_transports.router import REPLIES_COMPLETE, KernelCommMessage, Router, Subscriber
 
 COMM = "comm-1"
 
