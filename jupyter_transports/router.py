@@ -195,8 +195,8 @@ class Router:
         actions: list[Action] = [
             ToKernel(COMM_MSG, content, _metadata(client), buffers, comm.target_name)
         ]
-        others = tuple(c for c in comm.clients if c != client.id)
-        if comm.echo and others:  # in the order the kernel receives them
+        if comm.echo and (others := tuple(c for c in comm.clients if c != client.id)):
+            # relayed now, so in the order the kernel receives them
             frame = OutgoingFrame(data, buffers, comm.next_seq(), sender=client.id)
             actions.append(Deliver(others, frame, comm.id, broadcast=False))
         return actions
