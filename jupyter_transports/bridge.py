@@ -336,7 +336,7 @@ class KernelBridge:
             return
         self.log.info("Kernel %s: %s; closing %d sockets", self.kernel_id, reason, len(self.sinks))
         self.perform(self.router.kernel_gone(code, reason))
-        self.subshell.id = None  # gone with the kernel
+        self.subshell.forget()
         self.close()
 
     # The kernel manager's restart callbacks. They run while it iterates over its callbacks, so

@@ -58,6 +58,10 @@ class Subshell:
         """The subshell's id if it serves comms to ``target_name``."""
         return self.id if target_name in self.targets else None
 
+    def forget(self) -> None:
+        """The kernel went away, and its subshells with it."""
+        self.id = None
+
     def delete(self, channels: KernelChannels) -> None:
         """Ask the kernel to end the subshell, whose thread would outlive the bridge."""
         if self.id is not None:
