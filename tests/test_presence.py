@@ -225,3 +225,26 @@ async def test_private_comms_belong_to_whoever_opened_them(
 async def _listed(server_url, token, kernel_id, comm_id, user) -> bool:
     status, listing = await rest(server_url, token, "GET", f"{kernel_id}/comms", user)
     return status == 200 and comm_id in listing["comms"]
+
+
+async def test_an_ipywidget_that_did_not_opt_in_sees_nothing_new(kernel, attach):
+    """A real ipywidgets model: sessions that ask for presence get no roster, and the widget's
+    comm in the kernel receives nothing when they attach and leave (ipywidgets would log any
+    message it does not know)."""
+    await kernel.execute(
+        "import ipywidgets\n"
+        "slider = ipywidgets.IntSlider()\n"
+        "received = []\n"
+        "slider.comm.on_msg(lambda msg: received.append(msg['content']['data']))"
+    )
+    comm_id = await kernel.evaluate("slider.comm.comm_id")
+    first, second = await attach(comm_id, presence="1"), await attach(comm_id, presence="1")
+    await kernel.execute("slider.value = 7")
+    for client in (first, second):
+        update = (await asyncio.wait_for(client.recv(), TIMEOUT)).data
+        assert update["method"] == "update" and update["state"] == {"value": 7}
+        assert client.roster == {}
+    await second.close()
+    await kernel.execute("slider.value = 8")
+    assert (await asyncio.wait_for(first.recv(), TIMEOUT)).data["state"] == {"value": 8}
+    assert await kernel.evaluate("received") == []
