@@ -1,4 +1,5 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,13 +7,16 @@ PY := $(VENV)/bin/python
 .PHONY: demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "Setting up $(VENV): jupyter_transports and what its demo and tests need (a minute or two, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	set -o pipefail; $(PY) -m pip install --progress-bar off -e ".[test]" \
+		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
 	touch $@
 
+# make demo ARGS="--ServerApp.allow_origin=http://localhost:8000"   (any jupyter server option)
 demo: $(VENV)/.installed
-	$(PY) demo/serve.py
+	$(PY) demo/serve.py $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

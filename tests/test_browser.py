@@ -416,6 +416,25 @@ async def test_allowed_origin_imports_the_client_and_connects(
         server.stop()
 
 
+@pytest.mark.parametrize("allowed_origin", [True], indirect=True)
+async def test_the_example_page_on_another_origin_echoes(origin_socket, kernel, server_url, token):
+    """examples/echo.html, served by another web server, as the README tells a user to run it."""
+    page_html = (Path(__file__).parents[1] / "examples" / "echo.html").read_text()
+    server = await serve_origin(origin_socket, page_html)
+    query = urlencode({"server": server_url, "kernel": kernel.id, "token": token})
+    try:
+        async with chromium() as browser:
+            page = await new_page(await browser.new_context(), f"{origin_socket[1]}/page.html?{query}")
+            await text_becomes(page, "status", "open")
+            await page.fill("#text", "from another origin")
+            await page.click("button")
+            await page.wait_for_function(
+                "document.getElementById('log').textContent.includes('← {\"text\":\"from another origin\"}')"
+            )
+    finally:
+        server.stop()
+
+
 async def test_origin_not_allowed_is_refused(
     origin_socket, kernel, server_url, token, jp_serverapp
 ):
