@@ -424,7 +424,9 @@ async def test_the_example_page_on_another_origin_echoes(origin_socket, kernel, 
     query = urlencode({"server": server_url, "kernel": kernel.id, "token": token})
     try:
         async with chromium() as browser:
-            page = await new_page(await browser.new_context(), f"{origin_socket[1]}/page.html?{query}")
+            page = await new_page(
+                await browser.new_context(), f"{origin_socket[1]}/page.html?{query}"
+            )
             await text_becomes(page, "status", "open")
             await page.fill("#text", "from another origin")
             await page.click("button")
