@@ -29,6 +29,7 @@ from .errors import (
 )
 from .framing import Buffers, OutgoingFrame
 from .inflight import InFlight
+from .kernel_message import KernelCommMessage
 from .protocol import (
     BUSY,
     COMM_CLOSE,
@@ -39,7 +40,7 @@ from .protocol import (
     STATUS,
     SUBSHELL_ID_HEADER,
 )
-from .router import KernelCommMessage, Router, Subscriber
+from .router import Router, Subscriber
 from .session import CommLog
 from .stats import KernelStats
 from .subshell import Subshell

@@ -24,12 +24,12 @@ from tornado import httputil, web
 from . import rest, sse
 from .base import AUTH_RESOURCE, EXECUTE, READ, TransportsHandlerMixin
 from .bridge import KernelBridge
+from .endpoints import AttachHandler, NewCommHandler
 from .errors import CloseCode
 from .framing import OutgoingFrame, dumps
 from .router import Subscriber
 from .session import Reason
 from .sessions import EventHistory
-from .websocket import AttachHandler, NewCommHandler
 from .writer import BoundedWriter
 
 API = r"/api/transports"

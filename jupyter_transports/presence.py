@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .actions import ToKernel
+from .kernel_message import opted
 from .protocol import COMM_MSG, METADATA_KEY
 
 PRESENCE_KEY = "presence"  # in metadata.transports, and in the frames about the roster
@@ -58,14 +59,6 @@ def member(client_id: str, user: str, identity: Identity, can_send: bool) -> dic
         "color": identity.color,
         "role": EDITOR if can_send else OBSERVER,
     }
-
-
-def opted(metadata: Mapping[str, Any], key: str) -> bool | None:
-    """What a kernel message says of ``key`` (``presence`` or ``echo``): True, False, or None
-    if it says nothing."""
-    transports = metadata.get("transports") if isinstance(metadata, Mapping) else None
-    value = transports.get(key) if isinstance(transports, Mapping) else None
-    return value if isinstance(value, bool) else None
 
 
 def opts_in(metadata: Mapping[str, Any]) -> bool:

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import presence
 from .actions import Action, Close, Deliver, Lost, Presence, ToKernel
 from .errors import CloseCode, CommNotFound, ReadOnly
 from .framing import Buffers, OutgoingFrame
+from .kernel_message import KernelCommMessage, addressees, opted, sent_number
 from .presence import ECHO_KEY, NO_IDENTITY, PRESENCE_KEY, SHARED_KEY, Identity
 from .protocol import (
     CLIENT_KEY,
@@ -48,8 +49,6 @@ from .protocol import (
     COMM_OPEN,
     METADATA_KEY,
     QUERY_KEY,
-    SENT_KEY,
-    TO_KEY,
     USER_KEY,
 )
 
@@ -73,30 +72,6 @@ class Subscriber:
 
     def member(self) -> dict[str, Any]:
         return presence.member(self.id, self.user, self.identity, self.can_send)
-
-
-class KernelCommMessage(NamedTuple):
-    """A comm message the kernel published on iopub (an event; a tuple, as it comes per message)."""
-
-    msg_type: str
-    content: Mapping[str, Any]
-    metadata: Mapping[str, Any]
-    buffers: Buffers = ()
-    parent_msg_type: str | None = None
-    parent_msg_id: str | None = None
-
-    @classmethod
-    def from_jupyter(cls, msg: Mapping[str, Any]) -> KernelCommMessage:
-        """The event of a message dict as jupyter_client makes them."""
-        parent = msg["parent_header"]
-        return cls(
-            msg["msg_type"],
-            msg["content"],
-            msg.get("metadata") or {},
-            msg.get("buffers") or (),
-            parent.get("msg_type"),
-            parent.get("msg_id"),
-        )
 
 
 @dataclass
@@ -274,7 +249,7 @@ class Router:
             return []
         if msg_type == COMM_MSG:
             first = [*self._opt_in(comm, metadata), *_count_lost(comm, metadata)]
-            to = _addressees(metadata)
+            to = addressees(metadata)
             recipients, done = self._reply_recipients(comm, to, parent_msg_id)
             if not recipients:
                 return first
@@ -287,7 +262,7 @@ class Router:
             actions: list[Action] = []
             data = content.get("data")
             if data or buffers:
-                to = _addressees(metadata)
+                to = addressees(metadata)
                 recipients, done = self._reply_recipients(comm, to, parent_msg_id)
                 if recipients:
                     frame = OutgoingFrame(data, buffers, comm.next_seq())
@@ -331,11 +306,11 @@ class Router:
     def _opt_in(self, comm: Comm, metadata: Mapping[str, Any]) -> list[Action]:
         """What the kernel says of presence and echo on ``comm``; when presence begins, the
         kernel hears of every client attached already, and they of each other."""
-        if (echo := presence.opted(metadata, ECHO_KEY)) is not None:
+        if (echo := opted(metadata, ECHO_KEY)) is not None:
             comm.echo = echo
-        if (shared := presence.opted(metadata, SHARED_KEY)) is not None:
+        if (shared := opted(metadata, SHARED_KEY)) is not None:
             comm.shared = shared
-        turned = presence.opted(metadata, PRESENCE_KEY)
+        turned = opted(metadata, PRESENCE_KEY)
         if turned is None or turned == comm.presence:
             return []
         comm.presence = turned
@@ -399,19 +374,9 @@ def _forget_collector(comm: Comm, client_id: str) -> None:
 def _count_lost(comm: Comm, metadata: Mapping[str, Any]) -> list[Action]:
     """A gap in the numbers the kernel gives its messages on ``comm`` (``transports.sent``):
     those never reached the server (ZMQ dropped them). Counted from the first number seen."""
-    transports = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
-    sent = transports.get(SENT_KEY) if isinstance(transports, Mapping) else None
-    if not isinstance(sent, int) or isinstance(sent, bool):
+    sent = sent_number(metadata)
+    if sent is None:
         return []
     missing = sent - comm.sent - 1 if comm.sent else 0
     comm.sent = max(comm.sent, sent)
     return [Lost(comm.id, missing)] if missing > 0 else []
-
-
-def _addressees(metadata: Mapping[str, Any]) -> dict[str, None] | None:
-    transports = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
-    to = transports.get(TO_KEY) if isinstance(transports, Mapping) else None
-    if to is None:
-        return None
-    # a malformed list addresses nobody: a private message never becomes a broadcast
-    return dict.fromkeys(c for c in to if isinstance(c, str)) if isinstance(to, list) else {}

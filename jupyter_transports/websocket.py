@@ -1,7 +1,8 @@
-"""The WebSocket endpoints: one socket is one client of one comm.
+"""A comm socket: one socket is one client of one comm.
 
-Each handler checks the handshake (auth, kernel, comm, parameters) before the upgrade, then each
-WebSocket event is one call into the kernel's bridge. A plain socket is the bridge's sink; a
+The handshake's shared checks (kernel, parameters, session, limits) run before the upgrade (the
+endpoints' own are in :mod:`.endpoints`), then each WebSocket event is one call into the
+kernel's bridge. A plain socket is the bridge's sink; a
 socket with ``?session_key=`` carries a durable session (:mod:`.sessions`), which is the sink.
 """
 
@@ -11,8 +12,6 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
-from jupyter_core.utils import ensure_async
-from jupyter_server.auth.decorator import authorized, ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
@@ -21,12 +20,9 @@ from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProt
 
 from .base import (
     AUTH_RESOURCE,
-    DATA_PARAM,
-    EXECUTE,
     FRAMES_PARAM,
     LAST_PARAM,
     PRESENCE_PARAM,
-    READ,
     SESSION_PARAM,
     TransportsHandlerMixin,
     shortened,
@@ -34,7 +30,7 @@ from .base import (
 from .bridge import KernelBridge, Sink
 from .context import detached
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
-from .framing import FrameMode, OutgoingFrame, decode_frame, loads, utf8_size
+from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
 from .router import Subscriber
 from .session import ClientAck, Reason, check_session_key, decode_client_frame
 from .sessions import Owner, Session
@@ -360,64 +356,3 @@ class StrictTextProtocol(WebSocketProtocol13):
             return None
         self._message_bytes_in += len(data)
         return self._run_callback(self.handler.on_message, text)
-
-
-class NewCommHandler(CommSocketHandler):
-    """``…/targets/{target_name}``: open a new comm, owned by this socket."""
-
-    @ws_authenticated
-    @authorized(EXECUTE, resource=AUTH_RESOURCE)
-    async def get(self, kernel_id: str, target_name: str) -> None:  # type: ignore[override]
-        await self.parse_common(kernel_id)
-        self.check_target(target_name)
-        self.target_name = target_name
-        self.data = self.parse_data()
-        self.query = self.comm_open_query()
-        self.client = self.new_client()
-        await self.upgrade(kernel_id, target_name)
-
-    def parse_data(self) -> Any:
-        text = self.get_query_argument(DATA_PARAM, None)
-        if text is None:
-            return {}
-        try:
-            return self.check_open_data(loads(text))
-        except BadFrame as e:
-            raise web.HTTPError(400, f"data is {e}") from None
-
-    def open(self, *args: str, **kwargs: str) -> None:
-        super().open(*args, **kwargs)
-        bridge = self.bridge
-        assert bridge is not None
-        self.subscribe(
-            lambda client, sink: bridge.open_comm(
-                client, sink, self.target_name, self.data, self.query
-            )
-        )
-
-
-class AttachHandler(CommSocketHandler):
-    """``…/comms/{comm_id}``: receive (and, with ``execute``, send on) an existing comm."""
-
-    @ws_authenticated
-    @authorized(READ, resource=AUTH_RESOURCE)
-    async def get(self, kernel_id: str, comm_id: str) -> None:  # type: ignore[override]
-        await self.parse_common(kernel_id)
-        can_send = await ensure_async(
-            self.authorizer.is_authorized(self, self.current_user, EXECUTE, AUTH_RESOURCE)
-        )
-        self.client = self.new_client(comm_id, can_send=can_send)
-        if self.resuming is not None and self.resuming.subscriber.can_send and not can_send:
-            raise web.HTTPError(403, "this session sends; this user may no longer send")
-        await self.upgrade(kernel_id, comm_id, check=self.check_comm)
-
-    async def check_comm(self, bridge: KernelBridge) -> None:
-        """404 for a comm the kernel does not have, unless a live session resumes: it is told
-        how its comm ended (after what was waiting for it), whenever that was."""
-        if self.resuming is None:
-            await bridge.comms.require(self.client.comm_id, self.client.user)
-
-    def open(self, *args: str, **kwargs: str) -> None:
-        super().open(*args, **kwargs)
-        assert self.bridge is not None
-        self.subscribe(self.bridge.attach)

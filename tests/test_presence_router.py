@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from jupyter_transports.actions import Deliver, Presence, ToKernel
+from jupyter_transports.kernel_message import KernelCommMessage
 from jupyter_transports.presence import Identity
 from jupyter_transports.protocol import COMM_MSG, COMM_OPEN
-from jupyter_transports.router import KernelCommMessage, Router, Subscriber
+from jupyter_transports.router import Router, Subscriber
 
 from .test_router import client, kernel_says
 

@@ -42,6 +42,7 @@ from jupyter_transports.framing import (
     pack_binary,
     unpack_binary,
 )
+from jupyter_transports.kernel_message import KernelCommMessage
 from jupyter_transports.protocol import COMM_CLOSE, COMM_MSG, COMM_OPEN
 from jupyter_transports.rest import (
     COUNT,
@@ -52,7 +53,7 @@ from jupyter_transports.rest import (
     WAIT,
     parse_body,
 )
-from jupyter_transports.router import KernelCommMessage, Router, Subscriber
+from jupyter_transports.router import Router, Subscriber
 from jupyter_transports.session import (
     ClientAck,
     ClientMessage,

@@ -7,8 +7,9 @@ import pytest
 from jupyter_transports.actions import Close, Deliver, Lost, ToKernel
 from jupyter_transports.errors import CloseCode, CommNotFound, ReadOnly
 from jupyter_transports.framing import FrameMode
+from jupyter_transports.kernel_message import KernelCommMessage
 from jupyter_transports.protocol import COMM_CLOSE, COMM_MSG, COMM_OPEN
-from jupyter_transports.router import KernelCommMessage, Router, Subscriber
+from jupyter_transports.router import Router, Subscriber
 
 
 def client(name: str, comm_id: str = "c1", *, can_send: bool = True) -> Subscriber:

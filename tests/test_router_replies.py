@@ -6,8 +6,9 @@ import pytest
 
 from jupyter_transports.actions import Close, Deliver, ToKernel
 from jupyter_transports.errors import CloseCode, CommNotFound, ReadOnly
+from jupyter_transports.kernel_message import KernelCommMessage
 from jupyter_transports.protocol import COMM_CLOSE, COMM_MSG, COMM_OPEN
-from jupyter_transports.router import REPLIES_COMPLETE, KernelCommMessage, Router, Subscriber
+from jupyter_transports.router import REPLIES_COMPLETE, Router, Subscriber
 
 COMM = "comm-1"
 
