@@ -27,7 +27,7 @@ from .errors import (
     KernelGone,
     KernelTimeout,
 )
-from .framing import Buffers, OutgoingFrame
+from .framing import Buffers, OutgoingFrame, dumps
 from .inflight import InFlight
 from .kernel_message import KernelCommMessage
 from .protocol import (
@@ -65,8 +65,9 @@ class Sink(Protocol):
     def lost(self, count: int) -> None:
         """``count`` messages of the subscriber's comm never reached the server."""
 
-    def presence(self, event: dict[str, Any]) -> None:
-        """Who is on the subscriber's comm, or who joined or left it (opted-in comms)."""
+    def presence(self, frame: str) -> None:
+        """Who is on the subscriber's comm, or who joined or left it (opted-in comms): the
+        JSON of a roster frame, encoded once for all its recipients."""
 
 
 class KernelBridge:
@@ -314,9 +315,10 @@ class KernelBridge:
             elif isinstance(action, Lost):
                 self._report_lost(action)
             elif isinstance(action, Presence):
+                frame = dumps(action.event)
                 for client_id in action.clients:
                     if (sink := self.sinks.get(client_id)) is not None:
-                        sink.presence(action.event)
+                        sink.presence(frame)
             elif isinstance(action, ToKernel):
                 sent.append(
                     self.channels.send(

@@ -239,7 +239,7 @@ class EventsHandler(TransportsAPIHandler):
     def lost(self, count: int) -> None:
         self.send(sse.event(dumps({"count": count}), sse.LOST))
 
-    def presence(self, event: dict[str, Any]) -> None:
+    def presence(self, frame: str) -> None:
         """Event streams do not hear of the roster (sessions with presence=1 do)."""
 
 

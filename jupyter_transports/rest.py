@@ -62,7 +62,7 @@ class ReplyCollector:
     def lost(self, count: int) -> None:
         """A REST call's answer has no place to say it (the status and metrics count it)."""
 
-    def presence(self, event: dict[str, Any]) -> None:
+    def presence(self, frame: str) -> None:
         """A REST call is not on the roster (it is not attached)."""
 
     async def wait(self, seconds: float) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .context import detached
 from .errors import CloseCode
@@ -94,10 +94,10 @@ class Session:
         else:
             self.unreported_lost += count
 
-    def presence(self, event: dict[str, Any]) -> None:
+    def presence(self, frame: str) -> None:
         """A roster change; one that comes while away is not kept: the resume sends the roster."""
         if self.connection is not None and self.wants_presence:
-            self.connection.send_pieces((websocket_frame(dumps(event)),))
+            self.connection.send_pieces((websocket_frame(frame),))
 
     def close(self, code: CloseCode, reason: str) -> None:
         """The router forgot the client: its comm or its kernel went away."""

@@ -303,7 +303,7 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
     def lost(self, count: int) -> None:
         """v1's frames have no place to say it (the status and metrics count it)."""
 
-    def presence(self, event: dict[str, Any]) -> None:
+    def presence(self, frame: str) -> None:
         """Only sessions hear of the roster (v1's frames are the kernel's messages alone)."""
 
     def drop_slow_client(self) -> None:
