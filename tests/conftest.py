@@ -159,23 +159,25 @@ def open_comm(
     server_url: str, token: str, kernel: Kernel, jp_asyncio_loop: Any
 ) -> Iterator[Connect]:
     """Open a new comm to a target of the test kernel: ``await open_comm("echo")``."""
-    yield from _connecting(server_url, token, kernel, CommClient.open, jp_asyncio_loop)
+    yield from connecting(server_url, token, kernel.id, CommClient.open, jp_asyncio_loop)
 
 
 @pytest.fixture
 def attach(server_url: str, token: str, kernel: Kernel, jp_asyncio_loop: Any) -> Iterator[Connect]:
     """Attach to an existing comm of the test kernel: ``await attach(comm_id)``."""
-    yield from _connecting(server_url, token, kernel, CommClient.attach, jp_asyncio_loop)
+    yield from connecting(server_url, token, kernel.id, CommClient.attach, jp_asyncio_loop)
 
 
-def _connecting(
-    server_url: str, token: str, kernel: Kernel, connect: Connect, loop: Any
+def connecting(
+    server_url: str, token: str, kernel_id: str, connect: Connect, loop: Any, **defaults: Any
 ) -> Iterator[Connect]:
+    """``connect`` (``CommClient.open`` or ``.attach``) bound to one kernel, with ``defaults``
+    for its options; every client it made is closed at the end."""
     clients: list[CommClient] = []
 
     async def inner(name: str, **kwargs: Any) -> CommClient:
-        kwargs.setdefault("token", token)
-        client = await asyncio.wait_for(connect(server_url, kernel.id, name, **kwargs), TIMEOUT)
+        kwargs = {"token": token, **defaults, **kwargs}
+        client = await asyncio.wait_for(connect(server_url, kernel_id, name, **kwargs), TIMEOUT)
         clients.append(client)
         return client
 

@@ -30,14 +30,13 @@ from jupyter_transports.client import CommClient, Refused, comm_url
 from jupyter_transports.errors import CloseCode
 from jupyter_transports.framing import pack_binary, unpack_binary
 
-from .conftest import KERNEL_TARGETS, TIMEOUT, closed, recv
+from .conftest import KERNEL_TARGETS, TIMEOUT, Connect, closed, connecting, recv
 from .gateway import GatewayKernel
 from .test_lifecycle import sync_a_model_with_the_stock_client
 from .test_rest import API, Answer, EventStream, check_against_spec
 
 pytest_plugins = ["tests.gateway"]
 
-Connect = Callable[..., Awaitable[CommClient]]
 Api = Callable[..., Awaitable[Answer]]
 Events = Callable[..., Awaitable[tuple[Answer, EventStream]]]
 RawConnect = Callable[..., Awaitable[ClientConnection]]
@@ -98,33 +97,14 @@ def server_config(
     return {**gateway_server_config, **extra_server_config}
 
 
-def _connecting(
-    server_url: str, token: str, kernel_id: str, connect: Connect, loop: Any
-) -> Iterator[Connect]:
-    clients: list[CommClient] = []
-
-    async def inner(name: str, **kwargs: Any) -> CommClient:
-        kwargs.setdefault("token", token)
-        kwargs.setdefault("session", False)  # a plain v1 socket, unless the test asks
-        client = await asyncio.wait_for(connect(server_url, kernel_id, name, **kwargs), TIMEOUT)
-        clients.append(client)
-        return client
-
-    yield inner
-
-    async def close_all() -> None:
-        for client in clients:
-            await asyncio.wait_for(client.close(), TIMEOUT)
-
-    loop.run_until_complete(close_all())
-
-
 @pytest.fixture
 def gw_open(
     server_url: str, token: str, gateway_kernel: GatewayKernel, jp_asyncio_loop: Any
 ) -> Iterator[Connect]:
     """Open a new comm to a target of the gateway kernel: ``await gw_open("echo")``."""
-    yield from _connecting(server_url, token, gateway_kernel.id, CommClient.open, jp_asyncio_loop)
+    yield from connecting(
+        server_url, token, gateway_kernel.id, CommClient.open, jp_asyncio_loop, session=False
+    )
 
 
 @pytest.fixture
@@ -132,7 +112,9 @@ def gw_attach(
     server_url: str, token: str, gateway_kernel: GatewayKernel, jp_asyncio_loop: Any
 ) -> Iterator[Connect]:
     """Attach to an existing comm of the gateway kernel: ``await gw_attach(comm_id)``."""
-    yield from _connecting(server_url, token, gateway_kernel.id, CommClient.attach, jp_asyncio_loop)
+    yield from connecting(
+        server_url, token, gateway_kernel.id, CommClient.attach, jp_asyncio_loop, session=False
+    )
 
 
 @pytest.fixture
