@@ -1,111 +1,48 @@
 """A comm socket: one socket is one client of one comm.
 
-The handshake's shared checks (kernel, parameters, session, limits) run before the upgrade (the
-endpoints' own are in :mod:`.endpoints`), then each WebSocket event is one call into the
-kernel's bridge. A plain socket is the bridge's sink; a
-socket with ``?session_key=`` carries a durable session (:mod:`.sessions`), which is the sink.
+The handshake's checks of both endpoints (kernel, parameters, session) run before the upgrade
+(each endpoint's own are in :mod:`.endpoints`, what every socket shares in :mod:`.socket_base`),
+then each WebSocket event is one call into the kernel's bridge. A plain socket is the bridge's
+sink; a socket with ``?session_key=`` carries a durable session (:mod:`.sessions`), which is the
+sink.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
-from typing import Any
 
-from jupyter_server.base.handlers import JupyterHandler
-from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.ioloop import IOLoop
-from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
-from .base import (
-    AUTH_RESOURCE,
-    FRAMES_PARAM,
-    LAST_PARAM,
-    PRESENCE_PARAM,
-    SESSION_PARAM,
-    TransportsHandlerMixin,
-    shortened,
-)
+from .base import FRAMES_PARAM, LAST_PARAM, PRESENCE_PARAM, SESSION_PARAM
 from .bridge import KernelBridge, Sink
-from .context import detached
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
 from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
 from .router import Subscriber
 from .session import ClientAck, Reason, check_session_key, decode_client_frame
 from .sessions import Owner, Session
-from .writer import FrameWriter, Pieces, wire_pieces
+from .socket_base import BridgedSocketHandler
+from .writer import Pieces, wire_pieces
 
-TEXT_OPCODE = 0x1
 MAX_SEQ_DIGITS = 19  # a session's numbers fit in 63 bits
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
-class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler):
+class CommSocketHandler(BridgedSocketHandler):
     """A WebSocket bridged to one kernel comm."""
 
-    auth_resource = AUTH_RESOURCE
-    bridge: KernelBridge | None = None
     client: Subscriber
-    writer: FrameWriter | None = None  # set in open
     raw_frames = False  # write the frames of wire_pieces() (set in open)
     session_key: str | None = None  # the ?session_key= parameter: this socket carries that session
     last = 0  # the ?last= parameter: the last seq its client received
     wants_presence = False  # ?presence=1 on a session: roster frames
-    admitted: str | None = None  # the kernel this socket counts against in socket_limits
     session: Session | None = None  # set in open
     resuming: Session | None = None  # the live session the handshake names, if any
-    closed_by_server = False
-
-    def set_default_headers(self) -> None:
-        """Jupyter's default headers (CSP and the like) do not apply to a socket."""
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """A refused handshake is answered in plain text: jupyter_server's error page needs the
-        request's user, which a request refused before authentication (a path that is not
-        UTF-8, say) does not have."""
-        error = kwargs.get("exc_info", (None, None))[1]
-        message = error.log_message if isinstance(error, web.HTTPError) else None
-        try:
-            phrase = HTTPStatus(status_code).phrase
-        except ValueError:  # a status of no standard's
-            phrase = ""
-        self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.finish(f"{status_code} {phrase}: {message or ''}")
-
-    @property
-    def ping_interval(self) -> float:
-        """Milliseconds between keep-alive pings (``socket_ping_interval``)."""
-        return 1000 * self.extensionapp.socket_ping_interval  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def ping_timeout(self) -> float:
-        """Milliseconds without a pong before the socket counts as dead."""
-        return 1000 * self.extensionapp.socket_ping_timeout  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def max_message_size(self) -> int:
-        return self.extensionapp.max_message_bytes  # type: ignore[attr-defined,no-any-return]
-
-    def get_websocket_protocol(self) -> WebSocketProtocol | None:
-        protocol = super().get_websocket_protocol()
-        if isinstance(protocol, WebSocketProtocol13):
-            # Tornado's own pings (6.5+) would read ping_interval, which WebSocketMixin's pings
-            # give in milliseconds, as seconds: the mixin's alone keep the connection alive.
-            protocol.params.ping_interval = protocol.params.ping_timeout = None
-            return StrictTextProtocol(self, False, protocol.params)
-        return protocol
-
-    def get_compression_options(self) -> dict[str, Any] | None:
-        return self.settings.get("websocket_compression_options")
 
     async def parse_common(self, kernel_id: str) -> None:
         """Checks and parameters shared by both endpoints, before any upgrade. A live session
         resumes even if its kernel is gone: it is told how, after what was waiting for it."""
-        limit: int = self.extensionapp.max_query_bytes  # type: ignore[attr-defined]
-        if len(self.request.query) > limit:
-            self.request.uri = shortened(self.request.uri)  # for the access log too
-            raise web.HTTPError(414, f"the query string is over {limit} bytes (max_query_bytes)")
+        self.check_query_size()
         frames = self.get_query_argument(FRAMES_PARAM, FrameMode.JSON.value)
         try:
             self.mode = FrameMode(frames)
@@ -145,45 +82,20 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self,
         kernel_id: str,
         *args: str,
+        bridge: KernelBridge | None = None,
         check: Callable[[KernelBridge], Awaitable[None]] | None = None,
     ) -> None:
-        """Hold the kernel's bridge for the socket's lifetime, ``check``, accept the WebSocket."""
-        try:
-            with self.http_errors():
-                self.socket_limits.admit(self.current_user.username, kernel_id)
-                self.admitted = kernel_id
-                if self.resuming is not None:
-                    self.bridge = self.resuming.bridge
-                    self.bridges.hold(self.bridge)
-                else:
-                    self.bridge = await self.bridges.acquire(kernel_id)
-                if check is not None:
-                    await check(self.bridge)
-                await WebSocketHandler.get(self, kernel_id, *args)
-        finally:
-            if self.ws_connection is None:  # no upgrade: no on_close will follow
-                self.release()
+        """A live session's socket joins the session's bridge, whatever the kernel's is now."""
+        if bridge is None and self.resuming is not None:
+            bridge = self.resuming.bridge
+        await super().upgrade(kernel_id, *args, bridge=bridge, check=check)
 
     def open(self, *args: str, **kwargs: str) -> None:
-        # WebSocketMixin's keep-alive pings, whose timer (even once cancelled) would otherwise
-        # hold this request's context, and with it this handler, until its next tick
-        detached(super().open, *args, **kwargs)
+        super().open(*args, **kwargs)
         # Without per-message compression a frame from the server is the same bytes for every
         # socket: write the kernel message's ready-made frame rather than re-frame it per socket
         # (write_message copies the payload and starts a task per call).
         self.raw_frames = self.get_compression_options() is None
-        connection = self.ws_connection
-        assert connection is not None and connection.stream is not None
-        limit: int = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
-        self.writer = FrameWriter(
-            connection.stream,
-            limit,
-            self.drop_slow_client,
-            connection.is_closing,
-            caused=self.awaits_answers,
-            paced_limit=limit + self.max_message_size,
-        )
-        self.set_nodelay(True)
         self.log.debug("Client %s of comm %s connected", self.client.id, self.client.comm_id)
 
     def subscribe(self, subscribe: Callable[[Subscriber, Sink], object]) -> None:
@@ -257,28 +169,17 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
 
     def on_close(self) -> None:
         self.log.debug("Client %s of comm %s closed", self.client.id, self.client.comm_id)
-        if self.ping_callback is not None:  # it would hold this handler until its next tick
-            self.ping_callback.stop()
         if self.session is not None:
             if self.close_code is None and not self.closed_by_server:
                 self.session.disconnected(self)  # no close frame (or one without a code)
             else:
                 self.session.finished(self)
-        self.release()
-        # Each holds this handler (a bound method of it, or it as the session's connection):
-        # without them refcounting frees a closed socket at once, not the cyclic collector's
-        # rare full collection (2,000 closed sockets with 15 KB queries held some 60 MiB).
-        self.ping_callback = self.writer = self.session = None
+        super().on_close()
+        self.session = None  # it holds this handler as its connection
 
-    def release(self) -> None:
-        if self.admitted is not None:
-            self.socket_limits.release(self.current_user.username, self.admitted)
-            self.admitted = None
-        if self.bridge is not None:
-            if self.session is None:  # a session's client stays until the session ends
-                self.bridge.leave(self.client.id)
-            self.bridges.release(self.bridge)
-            self.bridge = None
+    def leave_bridge(self, bridge: KernelBridge) -> None:
+        if self.session is None:  # a session's client stays until the session ends
+            bridge.leave(self.client.id)
 
     def send_pieces(self, pieces: Pieces) -> None:
         """Write one whole WebSocket frame (for the session this socket carries)."""
@@ -318,41 +219,12 @@ class CommSocketHandler(TransportsHandlerMixin, WebSocketMixin, WebSocketHandler
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Close with ``code``; without one, the keep-alive found the connection dead (the
-        network failed, not the client): a session waits for its client, and the connection is
-        dropped at once rather than after a close handshake nobody will answer."""
-        self.closed_by_server = True
-        dead = code is None
-        if dead and self.session is not None:
+        """Without a code the network failed, not the client: a session waits for its client."""
+        if code is None and self.session is not None:
             self.session.disconnected(self)
-        if self.writer is not None:  # what was delivered before goes out before the close frame
-            self.writer.close()
-        if reason is not None:
-            reason = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
-        connection = self.ws_connection
         super().close(code, reason)
-        if dead and connection is not None and connection.stream is not None:
-            connection.stream.close()
 
 
 async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
     await first
     await second
-
-
-class StrictTextProtocol(WebSocketProtocol13):
-    """Tornado drops a connection whose text frame is not UTF-8 without a word (1006, which
-    clients take for a network failure and retry); RFC 6455 (8.1) and the contract say 1007."""
-
-    def _handle_message(self, opcode: int, data: bytes) -> Any:
-        if opcode != TEXT_OPCODE or self._frame_compressed or self.client_terminated:
-            return super()._handle_message(opcode, data)
-        try:  # decoded once, here, as tornado's own branch for text frames does
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            handler: Any = self.handler  # the CommSocketHandler that made this protocol
-            handler.log.warning("Closing a socket (1007): a text frame that is not UTF-8")
-            handler.close(CloseCode.BAD_FRAME, "a text frame that is not UTF-8")
-            return None
-        self._message_bytes_in += len(data)
-        return self._run_callback(self.handler.on_message, text)

@@ -1,0 +1,193 @@
+"""What every WebSocket of the extension shares, whatever it carries (one comm, or many).
+
+The handshake's refusals before any upgrade, holding the kernel's bridge and a place in the socket
+limits for the socket's lifetime, keep-alive pings, a :class:`~.writer.FrameWriter` for what the
+bridge delivers, and closing: with a code, or at once when the network failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
+
+from .base import AUTH_RESOURCE, TransportsHandlerMixin, shortened
+from .bridge import KernelBridge
+from .context import detached
+from .errors import CloseCode
+from .writer import FrameWriter
+
+TEXT_OPCODE = 0x1
+MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
+
+
+class BridgedSocketHandler(
+    TransportsHandlerMixin, WebSocketMixin, WebSocketHandler, JupyterHandler
+):
+    """A WebSocket on one kernel's bridge."""
+
+    auth_resource = AUTH_RESOURCE
+    bridge: KernelBridge | None = None
+    writer: FrameWriter | None = None  # set in open
+    admitted: str | None = None  # the kernel this socket counts against in socket_limits
+    closed_by_server = False
+
+    def set_default_headers(self) -> None:
+        """Jupyter's default headers (CSP and the like) do not apply to a socket."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A refused handshake is answered in plain text: jupyter_server's error page needs the
+        request's user, which a request refused before authentication (a path that is not
+        UTF-8, say) does not have."""
+        error = kwargs.get("exc_info", (None, None))[1]
+        message = error.log_message if isinstance(error, web.HTTPError) else None
+        try:
+            phrase = HTTPStatus(status_code).phrase
+        except ValueError:  # a status of no standard's
+            phrase = ""
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(f"{status_code} {phrase}: {message or ''}")
+
+    @property
+    def ping_interval(self) -> float:
+        """Milliseconds between keep-alive pings (``socket_ping_interval``)."""
+        return 1000 * self.extensionapp.socket_ping_interval  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def ping_timeout(self) -> float:
+        """Milliseconds without a pong before the socket counts as dead."""
+        return 1000 * self.extensionapp.socket_ping_timeout  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def max_message_size(self) -> int:
+        return self.extensionapp.max_message_bytes  # type: ignore[attr-defined,no-any-return]
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, WebSocketProtocol13):
+            # Tornado's own pings (6.5+) would read ping_interval, which WebSocketMixin's pings
+            # give in milliseconds, as seconds: the mixin's alone keep the connection alive.
+            protocol.params.ping_interval = protocol.params.ping_timeout = None
+            return StrictTextProtocol(self, False, protocol.params)
+        return protocol
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return self.settings.get("websocket_compression_options")
+
+    def check_query_size(self) -> None:
+        """414 for a query string over ``max_query_bytes`` (logged cut short)."""
+        limit: int = self.extensionapp.max_query_bytes  # type: ignore[attr-defined]
+        if len(self.request.query) > limit:
+            self.request.uri = shortened(self.request.uri)  # for the access log too
+            raise web.HTTPError(414, f"the query string is over {limit} bytes (max_query_bytes)")
+
+    async def upgrade(
+        self,
+        kernel_id: str,
+        *args: str,
+        bridge: KernelBridge | None = None,
+        check: Callable[[KernelBridge], Awaitable[None]] | None = None,
+    ) -> None:
+        """Hold the kernel's bridge (``bridge``, or the kernel's) for the socket's lifetime,
+        ``check``, accept the WebSocket."""
+        try:
+            with self.http_errors():
+                self.socket_limits.admit(self.current_user.username, kernel_id)
+                self.admitted = kernel_id
+                if bridge is not None:
+                    self.bridge = bridge
+                    self.bridges.hold(bridge)
+                else:
+                    self.bridge = await self.bridges.acquire(kernel_id)
+                if check is not None:
+                    await check(self.bridge)
+                await WebSocketHandler.get(self, kernel_id, *args)
+        finally:
+            if self.ws_connection is None:  # no upgrade: no on_close will follow
+                self.release()
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        # WebSocketMixin's keep-alive pings, whose timer (even once cancelled) would otherwise
+        # hold this request's context, and with it this handler, until its next tick
+        detached(super().open, *args, **kwargs)
+        connection = self.ws_connection
+        assert connection is not None and connection.stream is not None
+        limit: int = self.extensionapp.client_buffer_bytes  # type: ignore[attr-defined]
+        self.writer = FrameWriter(
+            connection.stream,
+            limit,
+            self.drop_slow_client,
+            connection.is_closing,
+            caused=self.awaits_answers,
+            paced_limit=limit + self.max_message_size,
+        )
+        self.set_nodelay(True)
+
+    def awaits_answers(self) -> bool:
+        """Whether the kernel is still handling messages this socket sent (then what backs up
+        may be their answers: the socket is paced rather than dropped)."""
+        return False
+
+    def drop_slow_client(self) -> None:
+        """The client fell too far behind: close with 1013."""
+        if self.bridge is not None:
+            self.bridge.count_drop()
+        self.close(CloseCode.TOO_SLOW, "client fell too far behind")
+
+    def leave_bridge(self, bridge: KernelBridge) -> None:
+        """Say goodbye to the bridge for the socket's clients (on close, or a failed upgrade)."""
+
+    def release(self) -> None:
+        if self.admitted is not None:
+            self.socket_limits.release(self.current_user.username, self.admitted)
+            self.admitted = None
+        if self.bridge is not None:
+            self.leave_bridge(self.bridge)
+            self.bridges.release(self.bridge)
+            self.bridge = None
+
+    def on_close(self) -> None:
+        if self.ping_callback is not None:  # it would hold this handler until its next tick
+            self.ping_callback.stop()
+        self.release()
+        # Each holds this handler (a bound method of it): without them refcounting frees a
+        # closed socket at once, not the cyclic collector's rare full collection (2,000 closed
+        # sockets with 15 KB queries held some 60 MiB).
+        self.ping_callback = self.writer = None
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close with ``code``; without one, the keep-alive found the connection dead (the
+        network failed, not the client): it is dropped at once rather than after a close
+        handshake nobody will answer."""
+        self.closed_by_server = True
+        if self.writer is not None:  # what was delivered before goes out before the close frame
+            self.writer.close()
+        if reason is not None:
+            reason = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+        connection = self.ws_connection
+        super().close(code, reason)
+        if code is None and connection is not None and connection.stream is not None:
+            connection.stream.close()
+
+
+class StrictTextProtocol(WebSocketProtocol13):
+    """Tornado drops a connection whose text frame is not UTF-8 without a word (1006, which
+    clients take for a network failure and retry); RFC 6455 (8.1) and the contract say 1007."""
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        if opcode != TEXT_OPCODE or self._frame_compressed or self.client_terminated:
+            return super()._handle_message(opcode, data)
+        try:  # decoded once, here, as tornado's own branch for text frames does
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            handler: Any = self.handler  # the socket handler that made this protocol
+            handler.log.warning("Closing a socket (1007): a text frame that is not UTF-8")
+            handler.close(CloseCode.BAD_FRAME, "a text frame that is not UTF-8")
+            return None
+        self._message_bytes_in += len(data)
+        return self._run_callback(self.handler.on_message, text)
