@@ -62,4 +62,15 @@ class Presence:
     event: dict[str, Any]
 
 
-Action = Deliver | Close | ToKernel | Lost | Presence
+@dataclass(frozen=True)
+class Opened:
+    """The kernel opened a comm (for the sockets that follow its target)."""
+
+    comm_id: str
+    target_name: str
+    data: Any
+    metadata: Any
+    buffers: Buffers = ()
+
+
+Action = Deliver | Close | ToKernel | Lost | Presence | Opened

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
-from .actions import Action, Close, Deliver, Lost, Presence, ToKernel
+from .actions import Action, Close, Deliver, Lost, Opened, Presence, ToKernel
 from .channels import KernelChannels
 from .comm_lookup import CommLookup
 from .context import detached
@@ -70,6 +70,16 @@ class Sink(Protocol):
         JSON of a roster frame, encoded once for all its recipients."""
 
 
+class Follower(Protocol):
+    """A socket on every comm of some targets (a multiplexed socket)."""
+
+    def kernel_opened(self, opened: Opened) -> None:
+        """The kernel opened a comm of a followed target."""
+
+    def close(self, code: CloseCode, reason: str) -> None:
+        """The bridge closes (its kernel is gone, or the server stops)."""
+
+
 class KernelBridge:
     """Routes one kernel's comms to their subscribers."""
 
@@ -95,6 +105,7 @@ class KernelBridge:
         self.log = log
         self.router = Router(private=private_comms)
         self.sinks: dict[str, Sink] = {}
+        self.followers: dict[Follower, frozenset[str]] = {}  # and the targets each follows
         self.logs: dict[str, CommLog] = {}  # of comms with sessions or event streams, by comm id
         self.users = 0
         self.idle_since: float | None = None  # loop time its last user left, while unused
@@ -151,13 +162,16 @@ class KernelBridge:
         query: Mapping[str, str],
         *,
         owned: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+        buffers: Buffers = (),
     ) -> str:
         """Open a new comm in the kernel (owned by ``client`` if ``owned``); the comm_open's id."""
         self.check_open()
-        self.sinks[client.id] = sink
-        [msg_id] = self.perform(
-            self.router.open_comm(client, target_name, data, query, owned=owned)
+        actions = self.router.open_comm(
+            client, target_name, data, query, owned=owned, metadata=metadata, buffers=buffers
         )
+        self.sinks[client.id] = sink
+        [msg_id] = self.perform(actions)
         return msg_id
 
     def attach(self, client: Subscriber, sink: Sink) -> None:
@@ -215,6 +229,23 @@ class KernelBridge:
         """A subscriber went away."""
         self.sinks.pop(client_id, None)
         self.perform(self.router.leave(client_id))
+
+    def follow(self, follower: Follower, target_names: frozenset[str]) -> None:
+        """Tell ``follower`` of every comm the kernel opens to one of ``target_names``, and
+        close it with the bridge."""
+        self.check_open()
+        self.followers[follower] = target_names
+
+    def unfollow(self, follower: Follower) -> None:
+        self.followers.pop(follower, None)
+
+    def comms_of(self, target_names: frozenset[str], user: str) -> list[tuple[str, str]]:
+        """The comms (id, target) of these targets that ``user`` may use."""
+        return [
+            (comm.id, comm.target_name)
+            for comm in self.router.comms.values()
+            if comm.target_name in target_names and self.router.may_use(comm.id, user)
+        ]
 
     def check_open(self) -> None:
         """A bridge closes when its kernel goes away, possibly between a handshake and its open."""
@@ -314,6 +345,10 @@ class KernelBridge:
                     sink.close(action.code, action.reason)
             elif isinstance(action, Lost):
                 self._report_lost(action)
+            elif isinstance(action, Opened):
+                for follower, target_names in tuple(self.followers.items()):
+                    if action.target_name in target_names:
+                        follower.kernel_opened(action)
             elif isinstance(action, Presence):
                 frame = dumps(action.event)
                 for client_id in action.clients:
@@ -339,6 +374,7 @@ class KernelBridge:
             return
         self.log.info("Kernel %s: %s; closing %d sockets", self.kernel_id, reason, len(self.sinks))
         self.perform(self.router.kernel_gone(code, reason))
+        self._close_followers(code, reason)
         self.subshell.forget()
         self.close()
 
@@ -358,7 +394,13 @@ class KernelBridge:
     def server_stopping(self) -> None:
         """Close the comms clients opened in the kernel, then every subscriber."""
         self.perform(self.router.server_stopping(SERVER_STOPPING))
+        self._close_followers(CloseCode.GOING_AWAY, SERVER_STOPPING)
         self.close()
+
+    def _close_followers(self, code: CloseCode, reason: str) -> None:
+        followers, self.followers = self.followers, {}
+        for follower in followers:
+            follower.close(code, reason)
 
     def close(self) -> None:
         """Stop reading, fail pending requests, release the kernel client."""

@@ -26,8 +26,10 @@ class CloseCode(IntEnum):
     BRIDGE_FAILED = 1011  # kernel died and was not restarted, or the bridge failed
     RESTARTING = 1012
     TOO_SLOW = 1013
+    NOT_ALLOWED = 4403  # v2, a multiplexed socket's comm: its target is not allowed
     NO_SUCH_COMM = 4404
     REPLACED = 4409  # v2: a newer connection of the same session took over
+    COMM_EXISTS = 4409  # v2, a multiplexed socket's comm: a comm of that id exists
 
 
 class TransportsError(Exception):
@@ -78,6 +80,13 @@ class CommNotFound(ClientFault):
 
     close_code = CloseCode.NO_SUCH_COMM
     status = 404
+
+
+class CommExists(ClientFault):
+    """A client chose the id of a comm that exists for a comm it opens."""
+
+    close_code = CloseCode.COMM_EXISTS
+    status = 409
 
 
 class KernelFault(TransportsError):

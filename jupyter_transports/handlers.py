@@ -27,6 +27,7 @@ from .bridge import KernelBridge
 from .endpoints import AttachHandler, NewCommHandler
 from .errors import CloseCode
 from .framing import OutgoingFrame, dumps
+from .mux_socket import MuxSocketHandler
 from .router import Subscriber
 from .session import Reason
 from .sessions import EventHistory
@@ -288,6 +289,11 @@ class SharedPath(ExtensionHandlerMixin, web.RequestHandler):
         return handler(application, request, **kwargs)
 
 
+class CommsPath(SharedPath):
+    socket = MuxSocketHandler
+    rest = CommsHandler
+
+
 class TargetPath(SharedPath):
     socket = NewCommHandler
     rest = NewCommAPIHandler
@@ -299,7 +305,7 @@ class CommPath(SharedPath):
 
 
 default_handlers: list[tuple[str, type[web.RequestHandler]]] = [
-    (KERNEL + r"/comms", CommsHandler),
+    (KERNEL + r"/comms", CommsPath),
     (KERNEL + r"/targets/(?P<target_name>[^/]+)", TargetPath),
     (COMM, CommPath),
     (COMM + r"/events", EventsHandler),

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import presence
-from .actions import Action, Close, Deliver, Lost, Presence, ToKernel
-from .errors import CloseCode, CommNotFound, ReadOnly
+from .actions import Action, Close, Deliver, Lost, Opened, Presence, ToKernel
+from .errors import CloseCode, CommExists, CommNotFound, ReadOnly
 from .framing import Buffers, OutgoingFrame
 from .kernel_message import KernelCommMessage, addressees, opted, sent_number
 from .presence import ECHO_KEY, NO_IDENTITY, PRESENCE_KEY, SHARED_KEY, Identity
@@ -126,21 +126,27 @@ class Router:
         query: Mapping[str, str],
         *,
         owned: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+        buffers: Buffers = (),
     ) -> list[Action]:
-        """``client`` opens a new comm (``client.comm_id``) to ``target_name``.
+        """``client`` opens a new comm (``client.comm_id``) to ``target_name``, its comm_open
+        carrying ``metadata`` (the client's, beside the server's own key) and ``buffers``.
 
         An ``owned`` comm ends when its client leaves (a socket's); otherwise it outlives the
         client, as a comm the kernel opened does (a REST call's).
         """
+        if client.comm_id in self.comms:  # an id the client chose (a multiplexed socket's)
+            raise CommExists(f"a comm {client.comm_id} exists")
         comm = Comm(
             client.comm_id, target_name, owner=client.id if owned else None, opener=client.user
         )
         self.comms[comm.id] = comm
         self._add(comm, client)
-        metadata = _metadata(client)
-        metadata[METADATA_KEY][QUERY_KEY] = dict(query)
+        ours = _metadata(client)
+        ours[METADATA_KEY][QUERY_KEY] = dict(query)
         content = {"comm_id": comm.id, "target_name": target_name, "data": data}
-        return [ToKernel(COMM_OPEN, content, metadata, target_name=target_name)]
+        sent = {**(metadata or {}), **ours}
+        return [ToKernel(COMM_OPEN, content, sent, buffers, target_name=target_name)]
 
     def attach(self, client: Subscriber) -> list[Action]:
         """``client`` starts receiving the messages of an existing comm."""
@@ -239,8 +245,10 @@ class Router:
         msg_type, content, metadata, buffers, parent_msg_type, parent_msg_id = message
         comm_id: str = content.get("comm_id", "")
         if msg_type == COMM_OPEN:
-            self.comm_exists(comm_id, content.get("target_name", ""))
-            return self._opt_in(self.comms[comm_id], metadata)
+            target_name = content.get("target_name", "")
+            self.comm_exists(comm_id, target_name)
+            opened = Opened(comm_id, target_name, content.get("data"), metadata, buffers)
+            return [*self._opt_in(self.comms[comm_id], metadata), opened]
         comm = self.comms.get(comm_id)
         if comm is None and msg_type == COMM_MSG and presence.opts_in(metadata):
             # a comm this server did not see open, opting in (just before its comm_info_reply)

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple, TypeGuard
 
 from . import presence
 from .errors import BadFrame, ClientFault, CloseCode
-from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame
+from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame, dumps
 from .presence import PRESENCE_KEY
 from .protocol import Buffer
 
@@ -343,8 +343,8 @@ def lost_frame(count: int) -> str:
 
 def envelope(frame: OutgoingFrame) -> str:
     """The JSON of a numbered comm message (text frame, or part 0 of a binary one)."""
-    if frame.sender:  # a client id: hex, nothing to escape
-        sender = f'"{FROM_KEY}":"{frame.sender}",'
+    if frame.sender:  # a client id (a multiplexed socket's holds a comm id, which may need escapes)
+        sender = f'"{FROM_KEY}":{dumps(frame.sender)},'
         return f'{{"{SEQ_KEY}":{frame.seq},{sender}"{DATA_KEY}":{frame.json_text}}}'
     return f'{{"{SEQ_KEY}":{frame.seq},"{DATA_KEY}":{frame.json_text}}}'
 

@@ -14,6 +14,7 @@ from typing import Any
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
+from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from .base import AUTH_RESOURCE, TransportsHandlerMixin, shortened
@@ -128,15 +129,26 @@ class BridgedSocketHandler(
         )
         self.set_nodelay(True)
 
+    def paced(self, room: Awaitable[None] | None) -> Awaitable[None] | None:
+        """What tornado awaits before it reads the client's next frame: read nothing more while
+        the answers it caused back up, nor while the kernel has too much of it unhandled
+        (``room``, the bridge's)."""
+        draining = self.writer.draining if self.writer is not None else None
+        if draining is None or room is None:
+            return draining or room
+        return _both(draining, room)
+
     def awaits_answers(self) -> bool:
         """Whether the kernel is still handling messages this socket sent (then what backs up
         may be their answers: the socket is paced rather than dropped)."""
         return False
 
     def drop_slow_client(self) -> None:
-        """The client fell too far behind: close with 1013."""
+        """The client fell too far behind: close with 1013, and let go of the bridge on the
+        next turn (not inside its delivery loop, which called us)."""
         if self.bridge is not None:
             self.bridge.count_drop()
+        IOLoop.current().add_callback(self.release)
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
     def leave_bridge(self, bridge: KernelBridge) -> None:
@@ -173,6 +185,11 @@ class BridgedSocketHandler(
         super().close(code, reason)
         if code is None and connection is not None and connection.stream is not None:
             connection.stream.close()
+
+
+async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
+    await first
+    await second
 
 
 class StrictTextProtocol(WebSocketProtocol13):

@@ -142,13 +142,7 @@ class CommSocketHandler(BridgedSocketHandler):
         except TransportsError as e:
             self.log.warning("Closing client %s (%d): %s", self.client.id, e.close_code, e)
             self.close(e.close_code, str(e))
-        # tornado awaits this before it reads the next frame: read nothing more from the client
-        # while the answers it caused back up, or while the kernel has too much of it unhandled
-        draining = self.writer.draining if self.writer is not None else None
-        room = self.bridge.room(self.client.id) if self.bridge is not None else None
-        if draining is None or room is None:
-            return draining or room
-        return _both(draining, room)
+        return self.paced(self.bridge.room(self.client.id) if self.bridge is not None else None)
 
     def awaits_answers(self) -> bool:
         """Whether the kernel is still handling messages of this client."""
@@ -223,8 +217,3 @@ class CommSocketHandler(BridgedSocketHandler):
         if code is None and self.session is not None:
             self.session.disconnected(self)
         super().close(code, reason)
-
-
-async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
-    await first
-    await second

@@ -96,17 +96,28 @@ def wire_pieces(frame: OutgoingFrame, mode: FrameMode) -> Pieces:
 def session_wire_pieces(frame: OutgoingFrame) -> Pieces:
     """The numbered form of ``frame`` that session sockets receive (contract v2), as a whole
     WebSocket frame in pieces; made once per frame."""
-    pieces: Pieces | None = frame.encoded.get(SESSION_KEY)
+    return enveloped_pieces(frame, SESSION_KEY, envelope)
+
+
+def enveloped_pieces(
+    frame: OutgoingFrame, key: str, head: Callable[[OutgoingFrame], str]
+) -> Pieces:
+    """``frame`` in a JSON object of ``head``'s (a session's or a multiplexed socket's form),
+    as a whole WebSocket frame in pieces; made once per frame and ``key``."""
+    pieces: Pieces | None = frame.encoded.get(key)
     if pieces is None:
-        head = envelope(frame)
-        if frame.buffers:
-            parts = binary_parts(head.encode("utf-8"), frame.buffers)
-            size = sum(len(part) for part in parts)
-            pieces = join_small([websocket_header(OPCODE_BINARY, size), *parts])
-        else:
-            pieces = (websocket_frame(head),)
-        frame.encoded[SESSION_KEY] = pieces
+        pieces = frame.encoded[key] = object_pieces(head(frame), frame.buffers)
     return pieces
+
+
+def object_pieces(head: str, buffers: Buffers = ()) -> Pieces:
+    """A JSON object as a whole WebSocket frame in pieces: text, or with ``buffers`` a binary
+    frame whose part 0 is the object."""
+    if not buffers:
+        return (websocket_frame(head),)
+    parts = binary_parts(head.encode("utf-8"), buffers)
+    size = sum(len(part) for part in parts)
+    return join_small([websocket_header(OPCODE_BINARY, size), *parts])
 
 
 def masked_frame(opcode: int, payload: Buffers) -> Pieces:

@@ -23,7 +23,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from jupyter_transports import sse
-from jupyter_transports.actions import Close, Deliver, ToKernel
+from jupyter_transports.actions import Close, Deliver, Opened, ToKernel
 from jupyter_transports.errors import (
     BadFrame,
     BadRequest,
@@ -545,7 +545,7 @@ class RouterMachine(RuleBasedStateMachine):
     def kernel_opens(self) -> None:
         comm_id = self.fresh("k")
         message = KernelCommMessage(COMM_OPEN, {"comm_id": comm_id, "target_name": "w"}, {})
-        assert self.router.from_kernel(message) == []
+        assert self.router.from_kernel(message) == [Opened(comm_id, "w", None, {})]
         self.attached[comm_id] = []
         self.owner[comm_id] = None
 
