@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from .actions import Action, Close, Deliver, Lost, Opened, Presence, ToKernel
 from .channels import KernelChannels
@@ -27,7 +27,7 @@ from .errors import (
     KernelGone,
     KernelTimeout,
 )
-from .framing import Buffers, OutgoingFrame, dumps
+from .framing import Buffers, dumps
 from .inflight import InFlight
 from .kernel_message import KernelCommMessage
 from .protocol import (
@@ -42,6 +42,7 @@ from .protocol import (
 )
 from .router import Router, Subscriber
 from .session import CommLog
+from .sinks import Follower, Sink
 from .stats import KernelStats
 from .subshell import Subshell
 
@@ -51,33 +52,6 @@ IOPUB_TYPES = COMM_MSG_TYPES | {SHUTDOWN_REPLY, STATUS}
 
 SERVER_STOPPING = "server stopping"
 BRIDGE_FAILED = "bridge to the kernel failed"
-
-
-class Sink(Protocol):
-    """A subscriber as the bridge sees it (a WebSocket, an SSE stream, a REST call)."""
-
-    def deliver(self, frame: OutgoingFrame) -> None:
-        """Queue one comm message for the subscriber; must not block."""
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """End the subscription; the bridge has forgotten the subscriber already."""
-
-    def lost(self, count: int) -> None:
-        """``count`` messages of the subscriber's comm never reached the server."""
-
-    def presence(self, frame: str) -> None:
-        """Who is on the subscriber's comm, or who joined or left it (opted-in comms): the
-        JSON of a roster frame, encoded once for all its recipients."""
-
-
-class Follower(Protocol):
-    """A socket on every comm of some targets (a multiplexed socket)."""
-
-    def kernel_opened(self, opened: Opened) -> None:
-        """The kernel opened a comm of a followed target."""
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        """The bridge closes (its kernel is gone, or the server stops)."""
 
 
 class KernelBridge:

@@ -1,7 +1,7 @@
 """A multiplexed socket: one WebSocket for many comms of a kernel (contract v2).
 
 The socket is a client of its own on each comm it is on (:class:`MuxComm`, the bridge's sink for
-that client), and a :class:`~.bridge.Follower` of the targets its ``follow`` parameters name, so
+that client), and a :class:`~.sinks.Follower` of the targets its ``follow`` parameters name, so
 the comms the kernel opens later join it. Frames are :mod:`.mux`'s.
 """
 

@@ -15,12 +15,13 @@ from tornado import web
 from tornado.ioloop import IOLoop
 
 from .base import FRAMES_PARAM, LAST_PARAM, PRESENCE_PARAM, SESSION_PARAM
-from .bridge import KernelBridge, Sink
+from .bridge import KernelBridge
 from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
 from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
 from .router import Subscriber
 from .session import ClientAck, Reason, check_session_key, decode_client_frame
 from .sessions import Owner, Session
+from .sinks import Sink
 from .socket_base import BridgedSocketHandler
 from .writer import Pieces, wire_pieces
 
