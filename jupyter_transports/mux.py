@@ -3,20 +3,27 @@
 Every frame is a JSON object with a ``type``; those about a comm name it (``comm_id``). A frame
 with buffers is a binary frame in v1's layout whose part 0 is the object. On each comm the
 socket is a client of its own, ``{socket id}/{comm id}``, so the router needs nothing new.
+
+A durable session on a multiplexed socket numbers every frame but ``hello`` and ``ack`` with a
+``seq`` key, in both directions, and keeps what it sent in a :class:`MuxLog` until the client
+acknowledges it, so that a connection that comes back resumes after the last frame it had.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BadFrame
 from .framing import Buffers, Frame, FrameMode, OutgoingFrame, decode_frame, dumps
+from .protocol import Buffer
 
 FOLLOW_PARAM = "follow"  # a target name whose comms the socket is on; repeated for several
 
 TYPE_KEY = "type"
+SEQ_KEY = "seq"
 COMM_ID_KEY = "comm_id"
 TARGET_KEY = "target_name"
 DATA_KEY = "data"
@@ -27,6 +34,7 @@ HELLO = "hello"
 ATTACHED = "attached"
 LOST = "lost"
 # both ways
+ACK = "ack"  # durable sessions
 OPEN = "open"
 MSG = "msg"
 CLOSE = "close"
@@ -103,9 +111,32 @@ _ONLY_IDS: dict[str, type[Attach | CloseComm | Detach]] = {
 
 def decode_client_frame(frame: Frame) -> ClientFrame:
     """A client's frame; :class:`~.errors.BadFrame` unless it is one the contract lists."""
+    fields, buffers = _object(frame)
+    return _client_frame(fields, buffers)
+
+
+def decode_session_frame(frame: Frame) -> tuple[int, ClientFrame] | int:
+    """A session client's frame: its number and what it says, or (an ``ack`` frame) the last
+    ``seq`` the client received; :class:`~.errors.BadFrame` for anything else."""
+    fields, buffers = _object(frame)
+    seq = fields.pop(SEQ_KEY, None)
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0):
+        raise BadFrame("a session's frame has a seq, an integer >= 0")
+    if fields.get(TYPE_KEY) == ACK:
+        if len(fields) != 1 or buffers:
+            raise BadFrame('an acknowledgement is exactly {"type": "ack", "seq": n}')
+        return seq
+    return seq, _client_frame(fields, buffers)
+
+
+def _object(frame: Frame) -> tuple[dict[str, Any], list[memoryview]]:
     fields, buffers = decode_frame(frame, FrameMode.JSON)
     if not isinstance(fields, dict):
         raise BadFrame("a frame of a multiplexed socket is a JSON object")
+    return fields, buffers
+
+
+def _client_frame(fields: dict[str, Any], buffers: list[memoryview]) -> ClientFrame:
     kind = fields.get(TYPE_KEY)
     if not isinstance(kind, str) or kind not in _REQUIRED:
         raise BadFrame(f"unknown frame type {str(kind)[:40]!r}")
@@ -175,3 +206,69 @@ def message(frame: OutgoingFrame, comm_id: str) -> str:
     if frame.sender:  # relayed (echo)
         head += f'"from":{dumps(frame.sender)},'
     return f'{head}"{DATA_KEY}":{frame.json_text}}}'
+
+
+# -- durable sessions ----------------------------------------------------------------------
+
+
+def session_hello(
+    outcome: str,
+    reason: str | None,
+    socket_id: str,
+    can_send: bool,
+    ack: int,
+    window: int,
+    comms: list[tuple[str, str]],
+) -> str:
+    """The first frame of a session's connection."""
+    fields: dict[str, Any] = {TYPE_KEY: HELLO, "session": outcome}
+    if reason is not None:
+        fields["reason"] = reason
+    listed = [{COMM_ID_KEY: comm_id, TARGET_KEY: target} for comm_id, target in comms]
+    fields |= {"client": socket_id, "can_send": can_send, "ack": ack, "window": window}
+    return dumps(fields | {"comms": listed})
+
+
+def session_ack(seq: int) -> str:
+    return f'{{"{TYPE_KEY}":"{ACK}","{SEQ_KEY}":{seq}}}'
+
+
+def numbered(seq: int, head: str) -> str:
+    """A frame's JSON object with its ``seq`` first."""
+    return f'{{"{SEQ_KEY}":{seq},{head[1:]}'
+
+
+class MuxLog:
+    """What a session sent and its client has not acknowledged, at most ``window_bytes``
+    (each frame counted with ``entry_bytes`` more, for what the server keeps of it)."""
+
+    def __init__(self, window_bytes: int, entry_bytes: int = 256) -> None:
+        self.window_bytes = window_bytes
+        self.entry_bytes = entry_bytes
+        self.seq = 0  # the last number given
+        self.entries: deque[tuple[int, tuple[Buffer, ...], int]] = deque()  # seq, pieces, size
+        self.size = 0
+        self.lost_through = 0  # the highest seq dropped before its acknowledgement
+
+    def next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def keep(self, seq: int, pieces: tuple[Buffer, ...]) -> None:
+        size = sum(len(piece) for piece in pieces) + self.entry_bytes
+        self.entries.append((seq, pieces, size))
+        self.size += size
+        while self.size > self.window_bytes and self.entries:
+            dropped, _, dropped_size = self.entries.popleft()
+            self.size -= dropped_size
+            self.lost_through = dropped
+
+    def acknowledged(self, seq: int) -> None:
+        while self.entries and self.entries[0][0] <= seq:
+            self.size -= self.entries.popleft()[2]
+
+    def after(self, last: int) -> list[tuple[Buffer, ...]] | None:
+        """The frames after ``last``, or None if some were dropped unacknowledged."""
+        if last < self.lost_through:
+            return None
+        return [pieces for seq, pieces, _ in self.entries if seq > last]

@@ -1,67 +1,43 @@
-"""A multiplexed socket: one WebSocket for many comms of a kernel (contract v2).
+"""``…/kernels/{kernel_id}/comms`` with an upgrade: one WebSocket for many comms (contract v2).
 
-The socket is a client of its own on each comm it is on (:class:`MuxComm`, the bridge's sink for
-that client), and a :class:`~.sinks.Follower` of the targets its ``follow`` parameters name, so
-the comms the kernel opens later join it. Frames are :mod:`.mux`'s.
+The socket's comms are its :class:`~.multiplexer.Multiplexer`'s; the socket is that
+multiplexer's output, or, with ``?session_key=``, carries a :class:`~.mux_session.MuxSession`,
+which is.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable
-from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import authorized, ws_authenticated
 from tornado import web
 
 from . import mux
-from .actions import Opened
 from .base import AUTH_RESOURCE, EXECUTE, FRAMES_PARAM, READ, SESSION_PARAM
 from .bridge import KernelBridge
-from .errors import CloseCode, CommExists, CommNotFound, ReadOnly, TransportsError
+from .errors import ReadOnly, TransportsError
 from .framing import Buffers, OutgoingFrame, utf8_size
+from .multiplexer import Multiplexer
+from .mux_session import MuxSession, message_head
 from .router import Subscriber
+from .session import Reason
 from .socket_base import BridgedSocketHandler
-from .writer import enveloped_pieces, object_pieces
+from .writer import Pieces, enveloped_pieces, object_pieces
 
-MUX_KEY = "websocket mux"  # a frame's encoding for multiplexed sockets (OutgoingFrame.encoded)
-COMM_CODES = frozenset({CloseCode.COMM_CLOSED, CloseCode.NO_SUCH_COMM})  # end one comm only
-NOT_ALLOWED = "comm target {!r} is not allowed"
-
-
-class MuxComm:
-    """One comm of a multiplexed socket: the bridge's sink for the socket's client on it."""
-
-    def __init__(self, socket: MuxSocketHandler, client: Subscriber) -> None:
-        self.socket = socket
-        self.client = client
-
-    def deliver(self, frame: OutgoingFrame) -> None:
-        self.socket.send(enveloped_pieces(frame, MUX_KEY, self._head))
-
-    def _head(self, frame: OutgoingFrame) -> str:
-        return mux.message(frame, self.client.comm_id)
-
-    def close(self, code: CloseCode, reason: str) -> None:
-        if code in COMM_CODES:
-            self.socket.comm_ended(self.client.comm_id, code, reason)
-        else:  # the kernel went away, or the server stops: the whole socket ends
-            self.socket.close(code, reason)
-
-    def lost(self, count: int) -> None:
-        self.socket.send(object_pieces(mux.lost(self.client.comm_id, count)))
-
-    def presence(self, frame: str) -> None:
-        """Roster frames are for durable sessions."""
+MUX_KEY = "websocket mux"  # a kernel message's frame for plain multiplexed sockets, shared
 
 
 class MuxSocketHandler(BridgedSocketHandler):
-    """``…/kernels/{kernel_id}/comms`` with an upgrade: many comms on one socket."""
+    """Many comms of a kernel on one socket."""
 
     socket: Subscriber  # the socket's own id and user; each comm's client is derived from it
     follows: frozenset[str] = frozenset()
-    comms: dict[str, MuxComm]  # the comms the socket is on, by id
+    multiplexer: Multiplexer | None = None  # of a plain socket (set in open)
+    session_key: str | None = None
+    last = 0
+    session: MuxSession | None = None  # set in open
+    resuming: MuxSession | None = None  # the live session the handshake names, if any
 
     def get_compression_options(self) -> None:
         """Frames are written as built, once for every socket (no per-message compression)."""
@@ -70,68 +46,81 @@ class MuxSocketHandler(BridgedSocketHandler):
     @authorized(READ, resource=AUTH_RESOURCE)
     async def get(self, kernel_id: str) -> None:  # type: ignore[override]
         self.check_query_size()
-        for name in (FRAMES_PARAM, SESSION_PARAM):
-            if self.get_query_argument(name, None) is not None:
-                raise web.HTTPError(400, f"a multiplexed socket takes no {name}")
+        if self.get_query_argument(FRAMES_PARAM, None) is not None:
+            raise web.HTTPError(400, "a multiplexed socket's frames are JSON objects: no frames")
         follows = self.get_query_arguments(mux.FOLLOW_PARAM)
         if not all(follows):
             raise web.HTTPError(400, "follow names a comm target: it cannot be empty")
         self.follows = frozenset(follows)
-        await self.check_kernel(kernel_id)
+        self.kernel_id = kernel_id
+        self.session_key = self.get_query_argument(SESSION_PARAM, None)
+        if self.session_key is not None:
+            self.last = self.session_params(self.session_key)
+            self.resuming = self.sessions.muxed.get((kernel_id, self.session_key))
+            if self.resuming is not None and not self.resuming.owner.may_resume(self.owner()):
+                raise web.HTTPError(403, "this session belongs to another user")
+        if self.resuming is None:  # a live session resumes even if its kernel is gone
+            await self.check_kernel(kernel_id)
         can_send = await ensure_async(
             self.authorizer.is_authorized(self, self.current_user, EXECUTE, AUTH_RESOURCE)
         )
+        if self.resuming is not None and self.resuming.mux.socket.can_send and not can_send:
+            raise web.HTTPError(403, "this session sends; this user may no longer send")
         self.socket = self.new_client(can_send=can_send)
         self.query = self.comm_open_query()
-        self.comms = {}
-        await self.upgrade(kernel_id, check=self.list_comms)
+        bridge = self.resuming.bridge if self.resuming is not None else None
+        await self.upgrade(kernel_id, bridge=bridge, check=self.list_comms)
 
     async def list_comms(self, bridge: KernelBridge) -> None:
         """Learn the kernel's comms (of followed targets) before the upgrade."""
-        if self.follows:
+        if self.follows and self.resuming is None:
             await bridge.comms.refresh()
 
     def open(self, *args: str, **kwargs: str) -> None:
         super().open(*args, **kwargs)
-        bridge = self.bridge
-        assert bridge is not None
         try:
-            bridge.follow(self, self.follows)
-            listed = bridge.comms_of(self.follows, self.socket.user)
-            on = [(comm_id, target) for comm_id, target in listed if self.join(comm_id)]
-        except TransportsError as e:
+            if self.session_key is None:
+                self.multiplexer = self.new_multiplexer(self)
+                self.multiplexer.start()
+                hello = mux.hello(self.socket.id, self.socket.can_send, self.multiplexer.listing())
+                self.frame(hello)
+            else:
+                self.begin_session(self.session_key)
+        except TransportsError as e:  # the bridge closed meanwhile
             self.close(e.close_code, str(e))
-            return
-        self.send_text(mux.hello(self.socket.id, self.socket.can_send, on))
-        self.log.debug("Multiplexed socket %s connected on %d comms", self.socket.id, len(on))
+        self.log.debug("Multiplexed socket %s connected", self.socket.id)
 
-    def join(self, comm_id: str) -> bool:
-        """Be on an existing comm; False if it is gone or not this user's."""
+    def new_multiplexer(self, output: MuxSocketHandler | MuxSession) -> Multiplexer:
         assert self.bridge is not None
-        sink = MuxComm(self, self.client_on(comm_id))
-        try:
-            self.bridge.attach(sink.client, sink)
-        except CommNotFound:
-            return False
-        self.comms[comm_id] = sink
-        return True
-
-    def client_on(self, comm_id: str) -> Subscriber:
-        return dataclasses.replace(
-            self.socket, id=mux.client_id(self.socket.id, comm_id), comm_id=comm_id
+        return Multiplexer(
+            self.bridge,
+            self.socket,
+            output,
+            follows=self.follows,
+            query=self.query,
+            allowed_targets=self.extensionapp.allowed_targets,  # type: ignore[attr-defined]
         )
 
-    # -- the bridge's follower -------------------------------------------------------------------
-
-    def kernel_opened(self, opened: Opened) -> None:
-        head = mux.opened(opened.comm_id, opened.target_name, opened.data, opened.metadata)
-        self.send(object_pieces(head, opened.buffers))
-        self.join(opened.comm_id)
-
-    def comm_ended(self, comm_id: str, code: int, reason: str) -> None:
-        """The socket is no longer on the comm (the bridge forgot its client already)."""
-        self.comms.pop(comm_id, None)
-        self.send_text(mux.closed(comm_id, code, reason))
+    def begin_session(self, session_key: str) -> None:
+        """Resume the live session of that key, or begin one."""
+        key = (self.kernel_id, session_key)
+        session = self.sessions.muxed.get(key)
+        if session is not None:
+            self.session = session
+            session.resume(self, self.last)
+            return
+        assert self.bridge is not None
+        reason = self.sessions.why_not(self.kernel_id, session_key, self.last)
+        session = MuxSession(self.sessions, key, self.owner(), self.bridge)
+        session.mux = self.new_multiplexer(session)
+        self.sessions.start_muxed(session)
+        try:
+            session.mux.start()
+        except TransportsError:
+            session.end(Reason.CLOSED)
+            raise
+        self.session = session
+        session.begin(self, reason)
 
     # -- the client's frames ---------------------------------------------------------------------
 
@@ -139,97 +128,77 @@ class MuxSocketHandler(BridgedSocketHandler):
         if self.bridge is None or self.closed_by_server:
             return None  # closed by the server; frames the client sent meanwhile go nowhere
         try:
+            if self.session is not None:
+                return self.paced(self.session_frame(self.session, message))
+            assert self.multiplexer is not None
             frame = mux.decode_client_frame(message)
-            if not isinstance(frame, mux.Attach | mux.Detach) and not self.socket.can_send:
-                raise ReadOnly("this client may only receive")
-            return self.paced(self.handle(frame, utf8_size(message)))
+            return self.paced(self.carry_out(self.multiplexer, frame, utf8_size(message)))
         except TransportsError as e:
-            self.log.warning(
-                "Closing multiplexed socket %s (%d): %s", self.socket.id, e.close_code, e
-            )
+            self.log.warning("Closing socket %s (%d): %s", self.socket.id, e.close_code, e)
             self.close(e.close_code, str(e))
             return None
 
-    def handle(self, frame: mux.ClientFrame, size: int) -> Awaitable[None] | None:
-        """Carry out one frame; what to await before reading the next (an attach, or room)."""
-        bridge = self.bridge
-        assert bridge is not None
-        if isinstance(frame, mux.Attach):
-            return self.attach(bridge, frame.comm_id)
-        sink = self.comms.get(frame.comm_id)
-        if isinstance(frame, mux.Open):
-            self.open_comm(bridge, frame)
-        elif sink is None:
-            if not isinstance(frame, mux.Detach):
-                self.comm_ended(frame.comm_id, CloseCode.NO_SUCH_COMM, "not on this comm")
-        elif isinstance(frame, mux.Message):
-            bridge.send(sink.client.id, frame.data, frame.buffers, size)
-            return bridge.room(sink.client.id)
-        elif isinstance(frame, mux.CloseComm):
-            bridge.close_comm(frame.comm_id)  # our close frame comes with everyone's
-        else:  # detach
-            del self.comms[frame.comm_id]
-            bridge.leave(sink.client.id)
-        return None
+    def session_frame(self, session: MuxSession, message: str | bytes) -> Awaitable[None] | None:
+        """A numbered frame, carried out unless it was already; or an acknowledgement."""
+        if session.connection is not self:
+            return None  # replaced by a newer connection, which the client resends on
+        decoded = mux.decode_session_frame(message)
+        if isinstance(decoded, int):
+            session.acknowledged(decoded)
+            return None
+        seq, frame = decoded
+        if not session.state.received(seq):
+            return None
+        result = self.carry_out(session.mux, frame, utf8_size(message))
+        session.handed()
+        return result
 
-    async def attach(self, bridge: KernelBridge, comm_id: str) -> None:
-        if comm_id not in self.comms:
-            try:
-                await bridge.comms.require(comm_id, self.socket.user)
-            except CommNotFound as e:
-                self.comm_ended(comm_id, CloseCode.NO_SUCH_COMM, str(e))
-                return
-            if self.bridge is not bridge:
-                return  # the socket closed meanwhile
-            if not self.join(comm_id):
-                self.comm_ended(comm_id, CloseCode.NO_SUCH_COMM, f"no comm {comm_id}")
-                return
-        self.send_text(mux.attached(comm_id, bridge.router.comms[comm_id].target_name))
+    def carry_out(
+        self, multiplexer: Multiplexer, frame: mux.ClientFrame, size: int
+    ) -> Awaitable[None] | None:
+        if not isinstance(frame, mux.Attach | mux.Detach) and not multiplexer.socket.can_send:
+            raise ReadOnly("this client may only receive")
+        return multiplexer.handle(frame, size)
 
-    def open_comm(self, bridge: KernelBridge, frame: mux.Open) -> None:
-        allowed = self.extensionapp.allowed_targets  # type: ignore[attr-defined]
-        if allowed is not None and frame.target_name not in allowed:
-            self.comm_ended(
-                frame.comm_id, CloseCode.NOT_ALLOWED, NOT_ALLOWED.format(frame.target_name)
-            )
-            return
-        sink = MuxComm(self, self.client_on(frame.comm_id))
-        try:
-            bridge.open_comm(
-                sink.client,
-                sink,
-                frame.target_name,
-                frame.data,
-                self.query,
-                metadata=frame.metadata,
-                buffers=frame.buffers,
-            )
-        except CommExists as e:
-            self.comm_ended(frame.comm_id, e.close_code, str(e))
-            return
-        self.comms[frame.comm_id] = sink
+    # -- the multiplexer's output (a plain socket), a session's connection -----------------------
 
-    # -- writing ---------------------------------------------------------------------------------
+    def frame(self, head: str, buffers: Buffers = ()) -> None:
+        self.send_pieces(object_pieces(head, buffers))
 
-    def send(self, pieces: Any) -> None:
+    def message(self, frame: OutgoingFrame, comm_id: str) -> None:
+        self.send_pieces(enveloped_pieces(frame, MUX_KEY, lambda f: message_head(f, comm_id)))
+
+    def send_pieces(self, pieces: Pieces) -> None:
         if self.writer is not None:
             self.writer.send(pieces)
 
-    def send_text(self, head: str, buffers: Buffers = ()) -> None:
-        self.send(object_pieces(head, buffers))
+    # -- the end ---------------------------------------------------------------------------------
 
     def awaits_answers(self) -> bool:
-        bridge = self.bridge
-        return bridge is not None and any(
-            bridge.awaits_answers(sink.client.id) for sink in self.comms.values()
-        )
+        multiplexer = self.session.mux if self.session is not None else self.multiplexer
+        return multiplexer is not None and multiplexer.awaits_answers()
+
+    def drop_slow_client(self) -> None:
+        if self.session is not None:
+            self.session.disconnected(self)  # its client may resume from the session's log
+        super().drop_slow_client()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Without a code the network failed, not the client: a session waits for its client."""
+        if code is None and self.session is not None:
+            self.session.disconnected(self)
+        super().close(code, reason)
 
     def leave_bridge(self, bridge: KernelBridge) -> None:
-        bridge.unfollow(self)
-        comms, self.comms = self.comms, {}
-        for sink in comms.values():
-            bridge.leave(sink.client.id)
+        if self.multiplexer is not None:  # a session's comms stay until the session ends
+            self.multiplexer.leave()
 
     def on_close(self) -> None:
         self.log.debug("Multiplexed socket %s closed", self.socket.id)
+        if self.session is not None:
+            if self.close_code is None and not self.closed_by_server:
+                self.session.disconnected(self)  # no close frame (or one without a code)
+            else:
+                self.session.finished(self)
         super().on_close()
+        self.session = self.multiplexer = None  # each holds this handler

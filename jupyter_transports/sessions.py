@@ -27,6 +27,7 @@ from .writer import Pieces, session_wire_pieces, websocket_frame
 if TYPE_CHECKING:
     from .bridge import KernelBridge
     from .manager import BridgeManager
+    from .mux_session import MuxSession
 
 MAX_TOMBSTONES = 10_000  # ended sessions remembered, to say why they cannot resume
 REPLACED = "replaced by a newer connection of the same session"
@@ -279,6 +280,7 @@ class SessionStore:
         self.window_bytes = window_bytes
         self.log = log
         self.live: dict[tuple[str, str], Session] = {}
+        self.muxed: dict[tuple[str, str], MuxSession] = {}  # on multiplexed sockets
         self.histories: dict[tuple[str, str], EventHistory] = {}  # by (kernel id, comm id)
         self.tombstones: dict[tuple[str, str], Reason] = {}  # oldest first
 
@@ -309,6 +311,12 @@ class SessionStore:
         self.log.debug("Session of client %s started", subscriber.id)
         return session
 
+    def start_muxed(self, session: MuxSession) -> None:
+        """A new session on a multiplexed socket (which holds the bridge for it)."""
+        self.tombstones.pop(session.key, None)
+        self.bridges.hold(session.bridge)
+        self.muxed[session.key] = session
+
     def history(self, kernel_id: str, comm_id: str, bridge: KernelBridge) -> EventHistory:
         """The comm's event history, begun now if it has none (the comm must exist)."""
         history = self.histories.get((kernel_id, comm_id))
@@ -337,9 +345,11 @@ class SessionStore:
         if log.users == 0 and bridge.logs.get(comm_id) is log:
             del bridge.logs[comm_id]
 
-    def forget(self, session: Session, reason: Reason) -> None:
+    def forget(self, session: Session | MuxSession, reason: Reason) -> None:
         if self.live.get(session.key) is session:
             del self.live[session.key]
+        if self.muxed.get(session.key) is session:
+            del self.muxed[session.key]
         self.tombstones[session.key] = reason
         while len(self.tombstones) > MAX_TOMBSTONES:
             del self.tombstones[next(iter(self.tombstones))]
@@ -349,5 +359,7 @@ class SessionStore:
         """The server stops: end every session (their bridges closed their sockets already)."""
         for session in list(self.live.values()):
             session.end(Reason.CLOSED)
+        for muxed in list(self.muxed.values()):
+            muxed.end(Reason.CLOSED)
         for history in list(self.histories.values()):
             history.end()

@@ -17,13 +17,16 @@ from tornado import web
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
-from .base import AUTH_RESOURCE, TransportsHandlerMixin, shortened
+from .base import AUTH_RESOURCE, LAST_PARAM, TransportsHandlerMixin, shortened
 from .bridge import KernelBridge
 from .context import detached
-from .errors import CloseCode
+from .errors import BadFrame, CloseCode
+from .session import check_session_key
+from .sessions import Owner
 from .writer import FrameWriter
 
 TEXT_OPCODE = 0x1
+MAX_SEQ_DIGITS = 19  # a session's numbers fit in 63 bits
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
@@ -86,6 +89,22 @@ class BridgedSocketHandler(
         if len(self.request.query) > limit:
             self.request.uri = shortened(self.request.uri)  # for the access log too
             raise web.HTTPError(414, f"the query string is over {limit} bytes (max_query_bytes)")
+
+    def session_params(self, session_key: str) -> int:
+        """400 unless ``session_key`` and ``last`` are of the contract's form; ``last``."""
+        try:
+            check_session_key(session_key)
+        except BadFrame as e:
+            raise web.HTTPError(400, str(e)) from None
+        last = self.get_query_argument(LAST_PARAM, "0")
+        if not (last.isascii() and last.isdigit() and len(last) <= MAX_SEQ_DIGITS):
+            raise web.HTTPError(400, f"last must be an integer >= 0, not {last[:40]!r}")
+        return int(last)
+
+    def owner(self) -> Owner:
+        """Who may resume the sessions this request makes."""
+        by_token = self.identity_provider.is_token_authenticated(self)
+        return Owner(self.current_user.username, by_token)
 
     async def upgrade(
         self,

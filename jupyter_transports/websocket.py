@@ -14,18 +14,17 @@ from collections.abc import Awaitable, Callable
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from .base import FRAMES_PARAM, LAST_PARAM, PRESENCE_PARAM, SESSION_PARAM
+from .base import FRAMES_PARAM, PRESENCE_PARAM, SESSION_PARAM
 from .bridge import KernelBridge
-from .errors import BadFrame, CloseCode, CommNotFound, TransportsError
+from .errors import CloseCode, CommNotFound, TransportsError
 from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
 from .router import Subscriber
-from .session import ClientAck, Reason, check_session_key, decode_client_frame
-from .sessions import Owner, Session
+from .session import ClientAck, Reason, decode_client_frame
+from .sessions import Session
 from .sinks import Sink
 from .socket_base import BridgedSocketHandler
 from .writer import Pieces, wire_pieces
 
-MAX_SEQ_DIGITS = 19  # a session's numbers fit in 63 bits
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
 
@@ -59,25 +58,14 @@ class CommSocketHandler(BridgedSocketHandler):
     def parse_session(self) -> None:
         """The session parameters; 403 if the session is someone else's."""
         assert self.session_key is not None
-        try:
-            check_session_key(self.session_key)
-        except BadFrame as e:
-            raise web.HTTPError(400, str(e)) from None
         if self.mode is not FrameMode.JSON:
             raise web.HTTPError(400, "a session's frames are JSON: frames=text does not apply")
-        last = self.get_query_argument(LAST_PARAM, "0")
-        if not (last.isascii() and last.isdigit() and len(last) <= MAX_SEQ_DIGITS):
-            raise web.HTTPError(400, f"last must be an integer >= 0, not {last[:40]!r}")
-        self.last = int(last)
+        self.last = self.session_params(self.session_key)
         self.wants_presence = self.get_query_argument(PRESENCE_PARAM, "") == "1"
         session = self.sessions.find(self.kernel_id, self.session_key)
         if session is not None and not session.owner.may_resume(self.owner()):
             raise web.HTTPError(403, "this session belongs to another user")
         self.resuming = session
-
-    def owner(self) -> Owner:
-        by_token = self.identity_provider.is_token_authenticated(self)
-        return Owner(self.current_user.username, by_token)
 
     async def upgrade(
         self,

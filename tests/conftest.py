@@ -9,11 +9,15 @@ import textwrap
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+import websockets
 from traitlets.config import Config
 
 from jupyter_transports.client import CommClient, CommClosed
+from jupyter_transports.client_socket import comm_url
+from jupyter_transports.framing import pack_binary, unpack_binary
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -210,3 +214,41 @@ async def closed(client: CommClient) -> tuple[int | None, str | None]:
         while True:
             await asyncio.wait_for(client.recv(), TIMEOUT)
     return info.value.code, info.value.reason
+
+
+class Mux:
+    """A multiplexed socket, frame by frame."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+
+    async def recv(self) -> tuple[dict[str, Any], list[bytes]]:
+        frame = await asyncio.wait_for(self.socket.recv(), TIMEOUT)
+        if isinstance(frame, str):
+            return json.loads(frame), []
+        head, buffers = unpack_binary(frame)
+        return json.loads(bytes(head)), [bytes(b) for b in buffers]
+
+    async def frame(self) -> dict[str, Any]:
+        return (await self.recv())[0]
+
+    async def send(self, frame: dict[str, Any], buffers: list[bytes] = ()) -> None:
+        text = json.dumps(frame)
+        await self.socket.send(pack_binary(text.encode(), buffers) if buffers else text)
+
+
+@pytest.fixture
+def mux(server_url, token, kernel, jp_asyncio_loop):
+    """Connect a multiplexed socket to the test kernel: ``await mux("t.widget", …)``."""
+    sockets = []
+
+    async def connect(*follow: str, **query: str) -> Mux:
+        params = [("follow", target) for target in follow] + [("token", token), *query.items()]
+        url = f"{comm_url(server_url, kernel.id, 'comms')}?{urlencode(params)}"
+        socket = await websockets.connect(url, max_size=None, open_timeout=TIMEOUT)
+        sockets.append(socket)
+        return Mux(socket)
+
+    yield connect
+    for socket in sockets:
+        jp_asyncio_loop.run_until_complete(socket.close())

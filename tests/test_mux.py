@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 import websockets
@@ -15,7 +13,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from jupyter_transports.client import CommClient
 from jupyter_transports.client_socket import comm_url
 from jupyter_transports.errors import CloseCode
-from jupyter_transports.framing import pack_binary, unpack_binary
+from jupyter_transports.framing import pack_binary
 
 from .conftest import TIMEOUT, closed, recv
 from .test_presence import TWO_USERS
@@ -33,44 +31,6 @@ def make(n, target="t.widget"):
         listen(create_comm(target_name=target, data={"i": i}))
     return list(made)
 """
-
-
-class Mux:
-    """A multiplexed socket, frame by frame."""
-
-    def __init__(self, socket: Any) -> None:
-        self.socket = socket
-
-    async def recv(self) -> tuple[dict[str, Any], list[bytes]]:
-        frame = await asyncio.wait_for(self.socket.recv(), TIMEOUT)
-        if isinstance(frame, str):
-            return json.loads(frame), []
-        head, buffers = unpack_binary(frame)
-        return json.loads(bytes(head)), [bytes(b) for b in buffers]
-
-    async def frame(self) -> dict[str, Any]:
-        return (await self.recv())[0]
-
-    async def send(self, frame: dict[str, Any], buffers: list[bytes] = ()) -> None:
-        text = json.dumps(frame)
-        await self.socket.send(pack_binary(text.encode(), buffers) if buffers else text)
-
-
-@pytest.fixture
-def mux(server_url, token, kernel, jp_asyncio_loop):
-    """Connect a multiplexed socket to the test kernel: ``await mux("t.widget", …)``."""
-    sockets = []
-
-    async def connect(*follow: str, **query: str) -> Mux:
-        params = [("follow", target) for target in follow] + [("token", token), *query.items()]
-        url = f"{comm_url(server_url, kernel.id, 'comms')}?{urlencode(params)}"
-        socket = await websockets.connect(url, max_size=None, open_timeout=TIMEOUT)
-        sockets.append(socket)
-        return Mux(socket)
-
-    yield connect
-    for socket in sockets:
-        jp_asyncio_loop.run_until_complete(socket.close())
 
 
 async def test_a_socket_is_on_every_comm_of_its_targets_before_and_after_it_connects(kernel, mux):
@@ -282,7 +242,16 @@ async def test_a_hundred_comms_on_one_socket(kernel, mux):
     )
 
 
-@pytest.mark.parametrize("query", ["frames=text", "session_key=" + "k" * 22, "follow="])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "frames=text",
+        "frames=json",
+        "follow=",
+        "session_key=short",
+        f"session_key={'k' * 22}&last=x",
+    ],
+)
 async def test_handshake_refusals(server_url, token, kernel, query):
     url = f"{comm_url(server_url, kernel.id, 'comms')}?token={token}&{query}"
     with pytest.raises(websockets.InvalidStatus) as info:
