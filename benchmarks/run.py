@@ -16,7 +16,8 @@ interleaved rounds so that the machine's noise hits every path alike:
   with ``RPC_IN_FLIGHT`` calls in flight, batched (the default) and one comm message per call.
 
 Absolute numbers on a shared machine mean little: read the ratios. Results go to stdout as a
-table and to ``benchmarks/results.json``; ``--readme`` also puts the table in README.md.
+table and to ``benchmarks/results.json``; ``--docs`` also puts the table in the docs' performance
+page (``docs/performance.md``, between the markers ``DOCS_BEGIN`` and ``DOCS_END``).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from .server import ECHO, ECHO_SUBSHELL, RPC_TARGET, RPC_TARGET_SINGLE, Server
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results.json"
-README = HERE.parent / "README.md"
-README_SECTION = "## Performance"
+PERFORMANCE_PAGE = HERE.parent / "docs" / "performance.md"
+DOCS_BEGIN = "<!-- python -m benchmarks --docs writes from here to the end marker -->"
+DOCS_END = "<!-- end of what python -m benchmarks --docs writes -->"
 
 ROUNDS = 9  # every path measured once per round; figures are medians over rounds
 WARMUP = 5  # round trips before any timing
@@ -564,10 +566,9 @@ def rpc_table(rpc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str, command: str, when: str, rounds: int) -> None:
-    """Replace (or append) README's performance section with the latest table."""
+def update_docs(text: str, command: str, when: str, rounds: int) -> None:
+    """Replace what is between the performance page's markers with the latest table."""
     section = (
-        f"{README_SECTION}\n\n"
         f"Measured by `{command}` ({when}, {os.cpu_count()} cores shared with other work, "
         f"medians of {rounds} interleaved rounds; absolute numbers are noisy, read the ratios). "
         "A is `jupyter_client` straight to the kernel (no server); B is jupyter_server's "
@@ -595,15 +596,12 @@ def update_readme(text: str, command: str, when: str, rounds: int) -> None:
         "Full figures in `benchmarks/results.json`.\n\n"
         f"{text}\n"
     )
-    readme = README.read_text()
-    start = readme.find(README_SECTION)
-    if start < 0:
-        readme = readme.rstrip("\n") + "\n\n" + section
-    else:
-        after = readme.find("\n## ", start + len(README_SECTION))
-        rest = "" if after < 0 else "\n" + readme[after:].lstrip("\n")  # a blank line before it
-        readme = readme[:start] + section + rest
-    README.write_text(readme)
+    page = PERFORMANCE_PAGE.read_text()
+    start, end = page.find(DOCS_BEGIN), page.find(DOCS_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{PERFORMANCE_PAGE} lacks the markers {DOCS_BEGIN!r} … {DOCS_END!r}")
+    start += len(DOCS_BEGIN)
+    PERFORMANCE_PAGE.write_text(f"{page[:start]}\n{section}{page[end:]}")
 
 
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -630,7 +628,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--readme", action="store_true", help="put the table in README.md")
+    parser.add_argument(
+        "--docs",
+        "--readme",  # its former name, when the table was in README.md
+        action="store_true",
+        help="put the table in docs/performance.md",
+    )
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the echo figures")
     parser.add_argument("--skip-echo", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only-rpc", action="store_true", help="measure the RPC calls only")
@@ -644,13 +647,13 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": os.getloadavg(),
         "rounds": args.rounds,
     }
-    if args.only_rpc:  # a quick look: neither results.json nor the README change
+    if args.only_rpc:  # a quick look: neither results.json nor the docs change
         print(rpc_table(results["rpc"]))
         return
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     if "echo" in results:
         text = table(results)
         print(text)
-        if args.readme:
-            update_readme(text, "make bench", when, args.rounds)
+        if args.docs:
+            update_docs(text, "make bench", when, args.rounds)
     print(f"\n{results['seconds']:.0f} s; results in {RESULTS}", file=sys.stderr)
