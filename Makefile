@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "Setting up $(VENV): jupyter_transports and what its demo and tests need (a minute or two, once)"
@@ -14,17 +14,33 @@ $(VENV)/.installed: pyproject.toml
 		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
 	touch $@
 
+# The widgets' browser bundle: the install builds it; rebuilt here when js/ changed since.
+WIDGETS := jupyter_transports/static/widgets/widgets.js
+$(WIDGETS): js/package.json js/package-lock.json js/build.mjs $(wildcard js/src/*) | $(VENV)/.installed
+	cd js && npm install --no-audit --no-fund && npm run build
+
 # make demo ARGS="--ServerApp.allow_origin=http://localhost:8000"   (any jupyter server option)
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed $(WIDGETS)
 	$(PY) demo/serve.py $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(WIDGETS)
 	$(PY) -m pytest
+
+# The documentation site, into docs/_build/html (warnings are errors).
+docs: $(VENV)/.docs-installed
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	@echo "Open docs/_build/html/index.html"
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	@echo "Adding what the docs need to $(VENV): sphinx, pydata-sphinx-theme, myst-parser"
+	set -o pipefail; $(PY) -m pip install --progress-bar off -e ".[test,docs]" \
+		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
+	touch $@
 
 # Benchmarks against jupyter_client and jupyter_server's /channels (a few minutes; not a test).
 bench: $(VENV)/.installed
-	$(PY) -m benchmarks --readme
+	$(PY) -m benchmarks --docs
 	$(PY) -m benchmarks.gateway
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache docs/_build

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 from jupyter_server.serverapp import ServerApp
 
 KERNEL_CODE = Path(__file__).with_name("demo_kernel.py")
+WIDGETS_CODE = Path(__file__).with_name("widgets_kernel.py")  # the widgets page's dashboard
 # The README's example target, for raw WebSockets: it greets, then echoes every message.
 ECHO_CODE = textwrap.dedent(
     """
@@ -35,6 +36,7 @@ ECHO_CODE = textwrap.dedent(
     """
 )
 DEMO_PAGE = "static/jupyter_transports/demo/index.html"
+WIDGETS_PAGE = "static/jupyter_transports/demo/widgets.html"
 DEFAULT_PORT = 8888
 TIMEOUT = 60  # seconds for the kernel to start and run the demo code
 
@@ -44,7 +46,10 @@ def startup_dir() -> str:
     ipython_dir = tempfile.mkdtemp(prefix="jupyter_transports-demo-")
     startup = Path(ipython_dir, "profile_default", "startup")
     startup.mkdir(parents=True)
-    run_demo = f"exec(compile(open({str(KERNEL_CODE)!r}).read(), {KERNEL_CODE.name!r}, 'exec'))\n"
+    run_demo = "".join(
+        f"exec(compile(open({str(code)!r}).read(), {code.name!r}, 'exec'))\n"
+        for code in (KERNEL_CODE, WIDGETS_CODE)
+    )
     (startup / "00-demo.py").write_text(run_demo + ECHO_CODE)
     return ipython_dir
 
@@ -58,7 +63,7 @@ async def start_kernel(app: ServerApp) -> str:
     try:
         await client.wait_for_ready(timeout=TIMEOUT)
         reply = await client.execute_interactive(
-            "channel, shared", timeout=TIMEOUT, output_hook=lambda msg: None
+            "channel, shared, dashboard", timeout=TIMEOUT, output_hook=lambda msg: None
         )
         if reply["content"]["status"] != "ok":
             sys.exit("the demo failed to start in the kernel: see the kernel's log above")
@@ -78,7 +83,9 @@ def main() -> None:
         argv.append("--allow-root")
     app.initialize(argv=[*argv, *extra])
     kernel_id = app.io_loop.asyncio_loop.run_until_complete(start_kernel(app))
-    page = f"{app.connection_url}{DEMO_PAGE}?{urlencode({'kernel': kernel_id, 'token': token})}"
+    query = urlencode({"kernel": kernel_id, "token": token})
+    page = f"{app.connection_url}{DEMO_PAGE}?{query}"
+    widgets = f"{app.connection_url}{WIDGETS_PAGE}?{query}"
     echo = (
         f"{app.connection_url.replace('http', 'ws', 1)}api/transports/kernels/{kernel_id}"
         f"/targets/echo?token={token}"
@@ -90,6 +97,10 @@ def main() -> None:
             │ Open this page in two browser tabs (or two browsers):
             │
             │   {page}
+            │
+            │ and the kernel's ipywidgets, live (demo/widgets_kernel.py):
+            │
+            │   {widgets}
             │
             │ kernel {kernel_id} runs demo/demo_kernel.py: a shared counter and
             │ slider on one comm, and the RPC channel "jupyter_transports.demo".

@@ -46,7 +46,7 @@ from .rpc.endpoint import DEFAULT_TIMEOUT, Endpoint
 ANY = "any"
 ALL = "all"
 
-__all__ = ["ALL", "ANY", "Channel", "ConnectionLost", "NoClient", "RemoteError"]
+__all__ = ["ALL", "ANY", "Channel", "ConnectionLost", "NoClient", "RemoteError", "publish"]
 
 
 @dataclass
@@ -260,3 +260,11 @@ class Channel:
         peer = self._peers.pop(peer_id, None)
         if peer is not None:
             peer.endpoint.close(ConnectionLost(f"client {peer_id} left channel {self.name!r}"))
+
+
+def publish(widget: Any, name: str) -> None:
+    """Name an ipywidgets or anywidget widget for web pages (``widgets.render(el, name)``); see
+    :mod:`jupyter_transports.widgets`, imported here only when called."""
+    from .widgets import publish as publish_widget
+
+    publish_widget(widget, name)
