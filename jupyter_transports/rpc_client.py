@@ -62,7 +62,7 @@ class Channel:
         **query: Any,
     ) -> Channel:
         """Open the channel ``name`` of a kernel (a new comm to its target; over a durable
-        session unless ``session`` is false, see :class:`~.client.SessionClient`)."""
+        session unless ``session`` is false, see :class:`~.resumable.ResumableSocket`)."""
         comm = await CommClient.open(
             server_url, kernel_id, name, token=token, session=session, on_reset=None, **query
         )

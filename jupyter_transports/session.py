@@ -67,6 +67,9 @@ FROM_KEY = "from"
 class Outcome(str, Enum):
     """What the first frame of a session connection says."""
 
+    def __str__(self) -> str:  # the value, as the wire says it (not "Outcome.NEW")
+        return str(self.value)
+
     NEW = "new"  # no session by that id was known: it starts now
     RESUMED = "resumed"  # the log replays what the client missed, then the live stream
     RESET = "reset"  # not resumed (see Reason); the socket is on the comm, live from now
@@ -74,6 +77,8 @@ class Outcome(str, Enum):
 
 class Reason(str, Enum):
     """Why a connection could not resume its session."""
+
+    __str__ = Outcome.__str__
 
     UNKNOWN = "unknown"  # no such session (never made here, or forgotten long ago)
     EXPIRED = "expired"  # nobody resumed it within session_timeout
