@@ -86,6 +86,10 @@ EXPECTED: dict[str, list[str]] = {
     "docs/tutorial.md#one-client-only": ["'shout': 'PSST'", "True"],
     "docs/tutorial.md#the-end-of-a-comm": ["bob's comm closed: 1000"],
     "docs/howto/sessions.md#in-python": ["new ", "{'after': 'the cut'} 1 resumed"],
+    "docs/howto/widgets.md#in-the-page": ["status: open", "rendered true"],
+    "docs/howto/widgets.md#any-app-with-many-comms": [
+        "[('first', 'first'), ('first', 'greeting'), ('second', 'greeting'), ('second', 'second')]"
+    ],
     "docs/howto/sessions.md#in-python-2": ["None True"],
     "docs/howto/sessions.md#in-a-page": ["durable true comm", "plain durable false"],
     "docs/howto/rest-sse.md#with-curl": ['{"replies":["ping"]}', "204"],
