@@ -6,6 +6,8 @@ B  ``ChannelsPath``  jupyter_server's own ``/api/kernels/{id}/channels`` WebSock
                      nodelay" sets TCP_NODELAY on both ends of the socket
    ``BridgePath``    this extension's ``/api/transports/kernels/{id}/targets/{name}`` WebSocket,
                      a plain (v1) socket or, as "bridge+session", a durable session (contract v2)
+   ``WebsocketsPath`` the same socket from a client the project did not write: the
+                     ``websockets`` library, as an external Python app would use it
 
 Each opens a comm to an echo target and offers ``send`` / ``recv`` of (data, buffers); the
 measurements in :mod:`benchmarks.run` use nothing else, so the paths are compared like for like.
@@ -14,9 +16,11 @@ measurements in :mod:`benchmarks.run` use nothing else, so the paths are compare
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from typing import Any, Protocol
 
+import websockets
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
@@ -24,6 +28,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from jupyter_transports.client import CommClient
+from jupyter_transports.client_socket import comm_url
 from jupyter_transports.framing import pack_binary, unpack_binary
 
 from .server import NODELAY_PARAM
@@ -212,3 +217,36 @@ class BridgePath:
 
     async def close(self) -> None:
         await self.comm.close()
+
+
+class WebsocketsPath:
+    """The bridge's v1 socket spoken by the ``websockets`` library: frames in the contract's
+    layout, TCP_NODELAY on, no receive limit."""
+
+    name = "bridge (websockets)"
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    @classmethod
+    async def open(cls, server_url: str, token: str, kernel_id: str, target: str) -> WebsocketsPath:
+        url = comm_url(server_url, kernel_id, "targets", target, token=token)
+        connection = await websockets.connect(url, max_size=None, compression=None)
+        connection.transport.get_extra_info("socket").setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+        )
+        return cls(connection)
+
+    async def send(self, data: Any, buffers: list[bytes] | tuple[bytes, ...] = ()) -> None:
+        text = json.dumps(data)
+        await self.connection.send(pack_binary(text.encode(), buffers) if buffers else text)
+
+    async def recv(self) -> Echo:
+        frame = await self.connection.recv()
+        if isinstance(frame, str):
+            return json.loads(frame), []
+        head, buffers = unpack_binary(frame)
+        return json.loads(bytes(head)), [bytes(b) for b in buffers]
+
+    async def close(self) -> None:
+        await self.connection.close()

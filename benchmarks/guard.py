@@ -1,0 +1,110 @@
+"""What ``make bench`` says of itself: each ratio of the run beside the same ratio in the run
+before (the ``results.json`` it replaces), flagging any that got more than ``WORSE_BY`` worse.
+
+Only ratios are compared, never absolute figures: an anchor measured in the same run moves with
+the machine, a rate does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+WORSE_BY = 0.10  # a ratio this much worse than in the run before is flagged
+A = "A direct"
+PATHS = ("bridge", "bridge (websockets)", "bridge (Chromium)")
+ECHO_FIGURES = (  # key, label, whether a higher ratio is better
+    ("rt_ms", "small round trip", False),
+    ("msg_per_s", "small msg/s", True),
+    ("big_mb_per_s", "1 MiB MB/s", True),
+    ("big_server_cpu_ms", "server CPU per 1 MiB echo", False),
+)
+Results = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    higher_is_better: bool
+    of: Callable[[Results], float | None]
+
+
+def _echo_ratio(path: str, key: str) -> Callable[[Results], float | None]:
+    def of(results: Results) -> float | None:
+        echo = results.get("echo", {})
+        figure, anchor = echo.get(path, {}).get(key), echo.get(A, {}).get(key)
+        return figure / anchor if figure is not None and anchor else None
+
+    return of
+
+
+def _fan_out_over_floor(sockets: int) -> Callable[[Results], float | None]:
+    def of(results: Results) -> float | None:
+        floor = results.get("floor_us")
+        for fan in results.get("fan_out", []):
+            if fan["path"] == "bridge" and fan["sockets"] == sockets and floor:
+                return fan["server_us_per_delivery"] / floor  # type: ignore[no-any-return]
+        return None
+
+    return of
+
+
+def _session_over_plain(results: Results) -> float | None:
+    return results.get("session_cost", {}).get("echo", {}).get("rt_ms")  # type: ignore[no-any-return]
+
+
+RATIOS = [
+    *(
+        Ratio(f"{label}, {path} ÷ A", higher, _echo_ratio(path, key))
+        for path in PATHS
+        for key, label, higher in ECHO_FIGURES
+    ),
+    Ratio("fan-out N = 1, server CPU per delivery ÷ floor", False, _fan_out_over_floor(1)),
+    Ratio("small round trip, session ÷ plain", False, _session_over_plain),
+]
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    now: float
+    before: float | None
+
+    @property
+    def worse_by(self) -> float | None:
+        """How much worse than before (0.12: 12 % worse; negative: better)."""
+        if self.before is None:
+            return None
+        ratio = next(r for r in RATIOS if r.name == self.name)
+        change = self.now / self.before - 1
+        return -change if ratio.higher_is_better else change
+
+    @property
+    def flagged(self) -> bool:
+        return self.worse_by is not None and self.worse_by > WORSE_BY
+
+
+def compare(before: Results | None, now: Results) -> list[Change]:
+    """Every ratio the run has, with its value in the run before if that had it."""
+    changes = []
+    for ratio in RATIOS:
+        value = ratio.of(now)
+        if value is not None:
+            changes.append(Change(ratio.name, value, ratio.of(before) if before else None))
+    return changes
+
+
+def report(changes: list[Change], since: str) -> str:
+    """A Markdown table of the ratios, the change since ``since``, and the flags."""
+    lines = [
+        f"| ratio | now | before ({since}) | change | |",
+        "|---|---|---|---|---|",
+    ]
+    for change in changes:
+        before = "—" if change.before is None else f"{change.before:.2f}"
+        worse = change.worse_by
+        moved = "—" if worse is None else f"{'worse' if worse > 0 else 'better'} {abs(worse):.0%}"
+        flag = f"**more than {WORSE_BY:.0%} worse**" if change.flagged else ""
+        lines.append(f"| {change.name} | {change.now:.2f} | {before} | {moved} | {flag} |")
+    return "\n".join(lines)
