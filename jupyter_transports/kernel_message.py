@@ -43,9 +43,16 @@ class KernelCommMessage(NamedTuple):
 
 
 def transports_of(metadata: Any) -> Mapping[str, Any]:
-    """``metadata.transports``, or an empty mapping if it is missing or not a mapping."""
-    transports = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
-    return transports if isinstance(transports, Mapping) else NOTHING
+    """``metadata.transports``, or an empty mapping if it is missing or not a mapping.
+
+    Read several times per kernel message: parsed JSON is made of dicts, checked first (an
+    abstract ``Mapping`` check costs ten times as much)."""
+    if type(metadata) is not dict and not isinstance(metadata, Mapping):
+        return NOTHING
+    transports = metadata.get(METADATA_KEY)
+    if type(transports) is dict or isinstance(transports, Mapping):
+        return transports
+    return NOTHING
 
 
 def addressees(metadata: Any) -> dict[str, None] | None:

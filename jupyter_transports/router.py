@@ -40,7 +40,7 @@ from . import presence
 from .actions import Action, Close, Deliver, Lost, Opened, Presence, ToKernel
 from .errors import CloseCode, CommExists, CommNotFound, ReadOnly
 from .framing import Buffers, OutgoingFrame
-from .kernel_message import KernelCommMessage, addressees, opted, sent_number
+from .kernel_message import KernelCommMessage, addressees, opted, sent_number, transports_of
 from .presence import ECHO_KEY, NO_IDENTITY, PRESENCE_KEY, SHARED_KEY, Identity
 from .protocol import (
     CLIENT_KEY,
@@ -314,6 +314,8 @@ class Router:
     def _opt_in(self, comm: Comm, metadata: Mapping[str, Any]) -> list[Action]:
         """What the kernel says of presence and echo on ``comm``; when presence begins, the
         kernel hears of every client attached already, and they of each other."""
+        if not transports_of(metadata):  # most messages say nothing
+            return []
         if (echo := opted(metadata, ECHO_KEY)) is not None:
             comm.echo = echo
         if (shared := opted(metadata, SHARED_KEY)) is not None:
