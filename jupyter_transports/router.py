@@ -359,9 +359,12 @@ class Router:
 
 
 def _closing(comm: Comm, metadata: dict[str, Any] | None = None) -> ToKernel:
-    """The comm_close that ends ``comm`` in the kernel."""
+    """The comm_close that ends ``comm`` in the kernel: with the client's ``metadata`` if a
+    client's leaving closes it, else an empty ``metadata.transports``, so that the kernel tells
+    it from a frontend's on ``/channels`` (which declines a comm of a target it does not know)."""
     content = {"comm_id": comm.id, "data": {}}
-    return ToKernel(COMM_CLOSE, content, metadata or {}, target_name=comm.target_name)
+    metadata = metadata or {METADATA_KEY: {}}
+    return ToKernel(COMM_CLOSE, content, metadata, target_name=comm.target_name)
 
 
 def _metadata(client: Subscriber) -> dict[str, Any]:

@@ -27,13 +27,14 @@ again first (:meth:`announce`, a message that reaches nobody). See ``docs/CONTRA
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from comm import create_comm
 
-from .protocol import CLIENT_KEY, METADATA_KEY, TO_KEY
+from .protocol import CLIENT_KEY, COMM_CLOSE, COMM_INFO_REQUEST, METADATA_KEY, TO_KEY
 
 MEMBER_KEY = "member"
 PRESENCE_KEY = "presence"
@@ -62,6 +63,7 @@ class SharedComm:
         self.comm.on_msg(self._received)
         _LIVE.add(self)
         _announce_on_comm_info()
+        _stay_open_when_a_frontend_declines()
 
     @property
     def comm_id(self) -> str:
@@ -120,18 +122,49 @@ class SharedComm:
                 message_handler(data, buffers, transports.get(CLIENT_KEY))
 
 
-def _announce_on_comm_info() -> None:
-    """Make the kernel's comm_info_request handler announce every live SharedComm first (once
-    per kernel; nothing in a kernel that is not an ipykernel)."""
+def _shell_handlers() -> dict[str, Any] | None:
+    """The running ipykernel's shell handlers (None in another kernel, or outside one)."""
     try:
         from ipykernel.kernelbase import Kernel
     except ImportError:  # pragma: no cover - another kernel
+        return None
+    return Kernel.instance().shell_handlers if Kernel.initialized() else None
+
+
+def _stay_open_when_a_frontend_declines() -> None:
+    """A frontend on the kernel's ``/channels`` (JupyterLab, a notebook) closes every comm the
+    kernel opens to a target it does not know, as the messaging protocol tells it to, and would
+    close every SharedComm under the clients of jupyter_transports. A comm_close of a live
+    SharedComm without ``metadata.transports`` (which every close of the server carries) is
+    therefore ignored. Installed once per kernel."""
+    handlers = _shell_handlers()
+    original = handlers.get(COMM_CLOSE) if handlers is not None else None
+    if handlers is None or original is None or getattr(original, "keeps_shared", False):
         return
-    if not Kernel.initialized():
-        return
-    handlers = Kernel.instance().shell_handlers
-    original = handlers.get("comm_info_request")
-    if original is None or getattr(original, "announces", False):
+
+    def closing(stream: Any, ident: Any, msg: Mapping[str, Any]) -> Any:
+        comm_id = msg.get("content", {}).get("comm_id")
+        if METADATA_KEY not in (msg.get("metadata") or {}) and any(
+            shared.comm_id == comm_id for shared in list(_LIVE)
+        ):
+            logging.getLogger(__name__).info(
+                "A frontend declined shared comm %s (a target it does not know): kept open for "
+                "the clients of jupyter_transports",
+                comm_id,
+            )
+            return None
+        return original(stream, ident, msg)
+
+    closing.keeps_shared = True  # type: ignore[attr-defined]
+    handlers[COMM_CLOSE] = closing
+
+
+def _announce_on_comm_info() -> None:
+    """Make the kernel's comm_info_request handler announce every live SharedComm first (once
+    per kernel; nothing in a kernel that is not an ipykernel)."""
+    handlers = _shell_handlers()
+    original = handlers.get(COMM_INFO_REQUEST) if handlers is not None else None
+    if handlers is None or original is None or getattr(original, "announces", False):
         return
 
     def announcing(*args: Any, **kwargs: Any) -> Any:
@@ -140,4 +173,4 @@ def _announce_on_comm_info() -> None:
         return original(*args, **kwargs)
 
     announcing.announces = True  # type: ignore[attr-defined]
-    handlers["comm_info_request"] = announcing
+    handlers[COMM_INFO_REQUEST] = announcing

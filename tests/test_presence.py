@@ -248,3 +248,25 @@ async def test_an_ipywidget_that_did_not_opt_in_sees_nothing_new(kernel, attach)
     await kernel.execute("slider.value = 8")
     assert (await asyncio.wait_for(first.recv(), TIMEOUT)).data["state"] == {"value": 8}
     assert await kernel.evaluate("received") == []
+
+
+async def test_a_shared_comm_stays_open_when_a_frontend_declines_it(server_url, token, kernel):
+    """JupyterLab closes a comm the kernel opens to a target it does not know; the server's own
+    close (here a REST DELETE) still closes it."""
+    await kernel.execute(SHARED)
+    comm_id = await kernel.evaluate("board.comm_id")
+    declined = kernel.client.session.msg("comm_close", {"comm_id": comm_id, "data": {}})
+    kernel.client.shell_channel.send(declined)  # as a frontend on /channels sends it
+    is_open = f"__import__('comm').get_comm_manager().get_comm({comm_id!r}) is not None"
+    assert await kernel.evaluate(is_open) is True
+    request = HTTPRequest(
+        f"{server_url}api/transports/kernels/{kernel.id}/comms/{comm_id}",
+        method="DELETE",
+        headers={"Authorization": f"token {token}"},
+    )
+    await AsyncHTTPClient().fetch(request)
+    await until(lambda: _negated(kernel, is_open), "the server's close closed it")
+
+
+async def _negated(kernel, expression: str) -> bool:
+    return not await kernel.evaluate(expression)
