@@ -7,10 +7,10 @@ PY := $(VENV)/bin/python
 .PHONY: demo test bench docs clean
 
 $(VENV)/.installed: pyproject.toml
-	@echo "Setting up $(VENV): jupyter_transports and what its demo and tests need (a minute or two, once)"
+	@echo "Setting up $(VENV): jupyter_transports and what its demo (JupyterLab) and tests need (a minute or two, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	set -o pipefail; $(PY) -m pip install --progress-bar off -e ".[test]" \
+	set -o pipefail; $(PY) -m pip install --progress-bar off -e ".[test,demo]" \
 		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
 	touch $@
 
@@ -33,7 +33,7 @@ docs: $(VENV)/.docs-installed
 
 $(VENV)/.docs-installed: $(VENV)/.installed
 	@echo "Adding what the docs need to $(VENV): sphinx, pydata-sphinx-theme, myst-parser"
-	set -o pipefail; $(PY) -m pip install --progress-bar off -e ".[test,docs]" \
+	set -o pipefail; $(PY) -m pip install --progress-bar off -e ".[test,demo,docs]" \
 		| { grep -E "^(Collecting|Successfully|ERROR)" || true; }
 	touch $@
 
