@@ -45,6 +45,7 @@ from .session import CommLog
 from .sinks import Follower, Sink
 from .stats import KernelStats
 from .subshell import Subshell
+from .writer import Bursts
 
 # What _read_iopub reads; the rest is dropped unread. Status: REST waits for the kernel to
 # finish handling a message (``settled``).
@@ -79,6 +80,7 @@ class KernelBridge:
         self.log = log
         self.router = Router(private=private_comms)
         self.sinks: dict[str, Sink] = {}
+        self.bursts = Bursts()  # the sockets' writers with frames of this turn still to write
         self.followers: dict[Follower, frozenset[str]] = {}  # and the targets each follows
         self.logs: dict[str, CommLog] = {}  # of comms with sessions or event streams, by comm id
         self.users = 0

@@ -145,6 +145,7 @@ class BridgedSocketHandler(
             connection.is_closing,
             caused=self.awaits_answers,
             paced_limit=limit + self.max_message_size,
+            bursts=self.bridge.bursts if self.bridge is not None else None,
         )
         self.set_nodelay(True)
 

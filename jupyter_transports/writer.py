@@ -192,6 +192,25 @@ class BoundedWriter:
         self.stream.max_write_buffer_size = self._unbounded
 
 
+class Bursts:
+    """The writers with a burst under way, flushed together when the loop next runs: one
+    callback for all the sockets a kernel message went to (10,000 callbacks for a broadcast to
+    10,000 sockets doubled its latency)."""
+
+    def __init__(self) -> None:
+        self.writers: list[FrameWriter] = []
+
+    def add(self, writer: FrameWriter) -> None:
+        if not self.writers:
+            IOLoop.current().add_callback(self.flush)
+        self.writers.append(writer)
+
+    def flush(self) -> None:
+        writers, self.writers = self.writers, []
+        for writer in writers:
+            writer.flush()
+
+
 class FrameWriter(BoundedWriter):
     """A :class:`BoundedWriter` of whole WebSocket frames that joins the frames of a burst.
 
@@ -208,8 +227,10 @@ class FrameWriter(BoundedWriter):
         *,
         caused: Callable[[], bool] = lambda: False,
         paced_limit: int = 0,
+        bursts: Bursts | None = None,
     ) -> None:
         super().__init__(stream, limit)
+        self.bursts = bursts if bursts is not None else Bursts()
         self.too_slow = too_slow
         self.closing = closing
         self.caused = caused
@@ -226,7 +247,7 @@ class FrameWriter(BoundedWriter):
         if self.closed:
             return
         self._unsent = []
-        IOLoop.current().add_callback(self.flush)
+        self.bursts.add(self)
         self._write_frames([pieces])
 
     def flush(self) -> None:
