@@ -42,7 +42,7 @@ export class MuxComm implements CommHandler {
   }
 
   send(data: any, callbacks?: Callbacks, _metadata?: any, buffers?: Outgoing[]): string {
-    if (data?.method === "update" && this.canSend() && this.socket.open) {
+    if (data?.method === "update" && this.canSend() && this.socket.sending) {
       for (const name of Object.keys(data.state ?? {})) {
         this.inFlight.set(name, (this.inFlight.get(name) ?? 0) + 1);
       }
@@ -83,6 +83,12 @@ export class MuxComm implements CommHandler {
     }
   }
 
+  /** Frames for this comm were lost (the session's `reset` / `overflow`), the echoes of this
+   * page's updates perhaps among them: stop waiting for them (the model's state comes again). */
+  resync(): void {
+    this.inFlight.clear();
+  }
+
   /** A message as the kernel's comm messages look to the widget models (no parent header). */
   message(msgType: string, data: any, buffers: DataView[]): Message {
     const header = { msg_id: nextId(), msg_type: msgType };
@@ -96,16 +102,20 @@ export class MuxComm implements CommHandler {
 
   // ipywidgets' kernel answers each update with an `echo_update` to every client. JupyterLab
   // tells its own echo from others' by the parent header, which the socket does not carry; here
-  // an attribute's echo is skipped while this page has updates of it in flight. The kernel
-  // answers in order, so the last echo of an attribute always applies unless this page's own
-  // latest value is already what it says.
+  // an attribute's echo is skipped while this page has later updates of it in flight. The kernel
+  // answers in order, so the echo of the page's last update is the attribute's value in the
+  // kernel then: it applies (as in JupyterLab), which undoes a kernel update that came between
+  // (after a reconnection, the kernel's changes made while the page was away do).
   private echoed(data: { state?: Record<string, unknown> }): void {
     for (const name of Object.keys(data.state ?? {})) {
       const pending = this.inFlight.get(name) ?? 0;
       if (pending === 0) continue;
-      if (pending === 1) this.inFlight.delete(name);
-      else this.inFlight.set(name, pending - 1);
-      delete data.state?.[name];
+      if (pending === 1) {
+        this.inFlight.delete(name);
+      } else {
+        this.inFlight.set(name, pending - 1);
+        delete data.state?.[name];
+      }
     }
   }
 
@@ -115,8 +125,8 @@ export class MuxComm implements CommHandler {
     if (!this.canSend()) {
       // a read-only page never sends: the server would close the whole socket (1008)
       console.warn(`widgets: read-only, not sending a ${frame.type} frame on ${this.comm_id}`);
-    } else if (this.socket.open) {
-      this.socket.send(frame, buffers);
+    } else if (this.socket.sending) {
+      this.socket.send(frame, buffers); // while reconnecting, it goes once the socket is back
     }
     // The models' throttle waits for the kernel's "idle" status, which only a kernel connection
     // carries: report it at once (after the caller counted the message) and let the server pace.

@@ -6,16 +6,21 @@
 //   widgets.addEventListener("status", () => console.log(widgets.status));
 //   widgets.close();
 //
-// One WebSocket per page carries every widget comm of the kernel (the multiplexed socket).
+// One WebSocket per page carries every widget comm of the kernel (the multiplexed socket), a
+// durable session: a connection that drops comes back by itself ("reconnecting", then "open"),
+// with nothing lost either way. When the session cannot go on (the kernel restarted or shut down,
+// the page was away longer than the server's session_timeout), the status is "closed" and the
+// views stay, greyed out: a page that wants them live again connects anew and renders again.
 
 import "./styles.css";
 import { PUBLISHER_TARGET, Publisher } from "./publisher";
 import { MuxComm } from "./comm";
 import { WIDGET_TARGET, WidgetManager, type Loader } from "./manager";
 import { MuxSocket, describe, type Hello, type Status } from "./socket";
+import type { ResetReason } from "./session";
 
 export { PUBLISHER_TARGET, WIDGET_TARGET };
-export type { Loader, Status };
+export type { Loader, ResetReason, Status };
 
 export type ConnectOptions = {
   /** The Jupyter server's base URL; by default the one this module was served from. */
@@ -25,8 +30,8 @@ export type ConnectOptions = {
   token?: string;
   /** Loads widget libraries the bundle lacks: `(moduleName, moduleVersion) => module`. */
   loader?: Loader;
-  /** Called with the socket's status on each change ("open", "closed"), and the Widgets
-   * (undefined until connect() made it: the first "open" comes before). */
+  /** Called with the socket's status on each change ("open", "reconnecting", "closed"), and the
+   * Widgets (undefined until connect() made it: the first "open" comes before). */
   onStatus?: (status: Status, widgets: Widgets | undefined) => void;
   /** How long render() waits for a name the kernel has not published yet (ms). */
   timeout?: number;
@@ -89,12 +94,27 @@ export class Widgets extends EventTarget {
       }
       this.dispatchEvent(new Event("status"));
     });
+    socket.onResync = (hello) => this.resync(hello);
     this.ready = this.load(hello);
   }
 
-  /** "connecting", "open" or "closed" (then `closeCode` and `closeReason` say why). */
+  /** "open", "reconnecting" (the connection dropped: changes made meanwhile wait, and go once
+   * it is back) or "closed" (then `closeCode` and `closeReason` say why). */
   get status(): Status {
     return this.socket.status;
+  }
+
+  /** How many times the connection dropped and came back. */
+  get reconnects(): number {
+    return this.socket.reconnects;
+  }
+
+  /** Why the latest connection could not resume its session: "overflow" (the page was away
+   * long enough to miss more than the server keeps: the state came again, the status is
+   * "open"), or "expired", "kernel_restarted", "closed", "unknown" (the status is "closed");
+   * null if it resumed. */
+  get resetReason(): ResetReason | null {
+    return this.socket.resetReason;
   }
 
   get closeCode(): number | null {
@@ -150,6 +170,30 @@ export class Widgets extends EventTarget {
       console.warn(
         "widgets: this user may only read and the kernel published no widget " +
           "(jupyter_transports.widgets.publish): only widgets created from now on will show",
+      );
+    }
+  }
+
+  /** The connection came back, but frames for the page were lost meanwhile (`reset` /
+   * `overflow`): ask the kernel for every model's state again, and apply it. The publisher
+   * greets a page when it joins its comm: leave the comm and join again. Without a publisher,
+   * the control comm's request_states (a page that may send). */
+  private resync(hello: Hello): void {
+    this.manager.hello = hello;
+    const publisher = hello.comms.find(({ target_name }) => target_name === PUBLISHER_TARGET);
+    if (publisher !== undefined) {
+      const commId = publisher.comm_id;
+      if (this.publisher.commId !== commId) {
+        this.publisher.follow(new MuxComm(this.socket, commId, PUBLISHER_TARGET, () => false));
+      }
+      this.socket.send({ type: "detach", comm_id: commId });
+      this.socket.send({ type: "attach", comm_id: commId });
+    } else if (this.canSend) {
+      this.manager.loadFromKernel().catch((error: unknown) => console.error(error));
+    } else {
+      console.warn(
+        "widgets: frames were lost while the page was away, and this user may only read and " +
+          "the kernel published no widget: the widgets show what came before and after",
       );
     }
   }

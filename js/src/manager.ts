@@ -26,7 +26,7 @@ export type EmbedState = {
 
 export class WidgetManager extends HTMLManager {
   readonly socket: MuxSocket;
-  readonly hello: Hello;
+  hello: Hello; // the first connection's, then the latest reset / overflow's (see Widgets)
   private readonly userLoader: Loader | undefined;
 
   constructor(socket: MuxSocket, hello: Hello, loader?: Loader) {

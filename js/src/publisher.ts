@@ -16,6 +16,7 @@ export class Publisher {
   private rejectLoaded!: (error: Error) => void;
   private readonly manager: WidgetManager;
   private readonly waiting = new Set<() => void>();
+  private comm: MuxComm | undefined;
 
   constructor(manager: WidgetManager) {
     this.manager = manager;
@@ -25,7 +26,13 @@ export class Publisher {
     });
   }
 
+  /** The id of the publisher's comm this page follows, if any. */
+  get commId(): string | undefined {
+    return this.comm?.comm_id;
+  }
+
   follow(comm: MuxComm): void {
+    this.comm = comm;
     comm.on_msg((msg: any) => this.received(msg.content.data ?? {}));
     comm.on_close(() => this.lost("the kernel's widget publisher closed"));
   }

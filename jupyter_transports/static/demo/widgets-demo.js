@@ -15,9 +15,15 @@ async function main() {
     kernelId: params.get("kernel"),
     token: params.get("token") ?? undefined,
     onStatus: (status, widgets) => {
-      if (status === "closed" && widgets !== undefined) {
+      if (widgets === undefined) return; // the first "open": rendering comes next
+      if (status === "reconnecting") {
+        setStatus("reconnecting", "reconnecting…");
+      } else if (status === "open") {
+        setStatus("open", widgets.canSend ? "live" : "live, read-only");
+      } else if (status === "closed") {
         setStatus("closed", "disconnected");
-        $("notice").textContent = `socket closed (${widgets.closeCode}); reload to reconnect`;
+        const why = widgets.closeReason || widgets.closeCode;
+        $("notice").textContent = `socket closed (${why}); reload to reconnect`;
       }
     },
   });
