@@ -7,6 +7,7 @@ bridge delivers, and closing: with a code, or at once when the network failed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
+from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
@@ -148,6 +150,16 @@ class BridgedSocketHandler(
             bursts=self.bridge.bursts if self.bridge is not None else None,
         )
         self.set_nodelay(True)
+        self.forget_handshake()
+
+    def forget_handshake(self) -> None:
+        """Drop what only the handshake reads or writes (headers, cookies, parameters), which
+        the request and the handler would otherwise keep for the socket's whole life."""
+        request = self.request
+        request.headers = HTTPHeaders()
+        request.arguments, request.query_arguments, request.body_arguments = {}, {}, {}
+        request.__dict__.pop("_cookies", None)
+        self.__dict__.pop("_new_cookie", None)  # the login cookie the 101 answer carried
 
     def paced(self, room: Awaitable[None] | None) -> Awaitable[None] | None:
         """What tornado awaits before it reads the client's next frame: read nothing more while
@@ -215,6 +227,15 @@ async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
 class StrictTextProtocol(WebSocketProtocol13):
     """Tornado drops a connection whose text frame is not UTF-8 without a word (1006, which
     clients take for a network failure and retry); RFC 6455 (8.1) and the contract say 1007."""
+
+    _frame_loop: asyncio.Task[None] | None = None
+
+    async def _receive_frame_loop(self) -> None:
+        """Read frames in a task of the socket's own: tornado reads them in the coroutine of the
+        handshake, which would keep, for the socket's whole life, every frame of it (the
+        handler's ``get`` and its decorators, holding the request and its headers): some
+        6 KiB of each idle socket."""
+        self._frame_loop = asyncio.ensure_future(super()._receive_frame_loop())
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         if opcode != TEXT_OPCODE or self._frame_compressed or self.client_terminated:

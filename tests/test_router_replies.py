@@ -106,7 +106,10 @@ def test_delete_closes_collectors_too():
     router = widget_router("socket")
     router.expect_replies(Subscriber("rest", COMM, "u"), "msg-1", 1)
     actions = router.close_comm(COMM)
-    assert actions[0] == ToKernel(COMM_CLOSE, {"comm_id": COMM, "data": {}}, {}, target_name="w")
+    server_close = {"transports": {}}  # tells the kernel it is not a frontend's
+    assert actions[0] == ToKernel(
+        COMM_CLOSE, {"comm_id": COMM, "data": {}}, server_close, target_name="w"
+    )
     assert {a.client for a in actions[1:]} == {"socket", "rest"}
 
 
