@@ -10,17 +10,14 @@ it missed. The client's frames are numbered too and carried out exactly once (th
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from . import mux
-from .context import detached
-from .errors import CloseCode
+from .durable import Connection, DurableSession, Owner
 from .framing import Buffers, OutgoingFrame
 from .router import Subscriber
-from .session import ACK_DELAY, Outcome, Reason, SessionState
-from .sessions import REPLACED, Connection, Owner
-from .writer import object_pieces
+from .session import Outcome, Reason, SessionState
+from .writer import Pieces, object_pieces
 
 if TYPE_CHECKING:
     from .bridge import KernelBridge
@@ -38,7 +35,7 @@ def message_head(frame: OutgoingFrame, comm_id: str) -> str:
     return head
 
 
-class MuxSession:
+class MuxSession(DurableSession):
     """One multiplexed client's stay on a kernel across its connections."""
 
     mux: Multiplexer  # set once made
@@ -46,20 +43,11 @@ class MuxSession:
     def __init__(
         self, store: SessionStore, key: tuple[str, str], owner: Owner, bridge: KernelBridge
     ) -> None:
-        self.store = store
-        self.key = key  # (kernel id, session key)
-        self.owner = owner
-        self.bridge = bridge
+        super().__init__(store, key, owner, bridge, SessionState(0))
         self.log = mux.MuxLog(store.window_bytes)
-        self.state = SessionState(0)  # what of the client's frames was carried out
-        self.connection: Connection | None = None
-        self.closing: tuple[int | None, str | None] | None = None  # an end while away
-        self.ended = False
-        self._expiry: asyncio.TimerHandle | None = None
-        self._ack_timer: asyncio.TimerHandle | None = None
 
     @property
-    def subscriber(self) -> Subscriber:
+    def subscriber(self) -> Subscriber:  # type: ignore[override]
         return self.mux.socket
 
     # -- the multiplexer's output ----------------------------------------------------------------
@@ -70,25 +58,13 @@ class MuxSession:
 
     def message(self, frame: OutgoingFrame, comm_id: str) -> None:
         seq = self.log.next()
-        self._send(
-            seq, object_pieces(mux.numbered(seq, message_head(frame, comm_id)), frame.buffers)
-        )
+        head = mux.numbered(seq, message_head(frame, comm_id))
+        self._send(seq, object_pieces(head, frame.buffers))
 
-    def _send(self, seq: int, pieces: tuple[bytes | memoryview, ...]) -> None:
+    def _send(self, seq: int, pieces: Pieces) -> None:
         self.log.keep(seq, pieces)
         if self.connection is not None:
             self.connection.send_pieces(pieces)
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """The kernel went away or the server stops (once per comm, and once more)."""
-        if self.ended or self.closing is not None:
-            return
-        if code == CloseCode.RESTARTING:
-            self.end(Reason.KERNEL_RESTARTED, code, reason)
-        elif self.connection is not None:
-            self.end(Reason.CLOSED, code, reason)
-        else:  # told on resume, after what the log holds for it
-            self.closing = (code, reason)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -98,10 +74,7 @@ class MuxSession:
 
     def resume(self, connection: Connection, last: int) -> None:
         """A later connection, whose client had every frame up to ``last``."""
-        if self.connection is not None:
-            old, self.connection = self.connection, None
-            old.close(CloseCode.REPLACED, REPLACED)
-        self._cancel_expiry()
+        self.take_over()
         missed = self.log.after(last)
         if missed is None:
             self._greet(connection, Outcome.RESET, Reason.OVERFLOW, [])
@@ -110,11 +83,7 @@ class MuxSession:
             self._greet(connection, Outcome.RESUMED, None, missed)
 
     def _greet(
-        self,
-        connection: Connection,
-        outcome: Outcome,
-        reason: Reason | None,
-        missed: list[tuple[bytes | memoryview, ...]],
+        self, connection: Connection, outcome: Outcome, reason: Reason | None, missed: list[Pieces]
     ) -> None:
         self.connection = connection
         socket = self.mux.socket
@@ -128,68 +97,16 @@ class MuxSession:
             self.mux.listing(),
         )
         connection.send_pieces(object_pieces(greeting))
-        self.state.unacked = 0  # the hello said what was carried out
         for pieces in missed:
             connection.send_pieces(pieces)
-        if self.closing is not None:
-            code, why = self.closing
-            self.end(Reason.CLOSED, code, why)
-
-    def disconnected(self, connection: Connection) -> None:
-        """``connection`` dropped without a close frame: wait for the client to come back."""
-        if connection is not self.connection or self.ended:
-            return
-        self.connection = None
-        loop = asyncio.get_running_loop()
-        self._expiry = detached(loop.call_later, self.store.timeout, self.end, Reason.EXPIRED)
-
-    def finished(self, connection: Connection) -> None:
-        """``connection`` closed for good (a close frame, or a fault): the session ends."""
-        if connection is self.connection:
-            self.connection = None
-            self.end(Reason.CLOSED)
-
-    # -- the client's frames ---------------------------------------------------------------------
+        self.greeted()
 
     def acknowledged(self, seq: int) -> None:
+        """The client had every frame up to ``seq``: they need not be kept."""
         self.log.acknowledged(seq)
 
-    def handed(self) -> None:
-        """A client frame was carried out: acknowledge it soon, or now if many wait."""
-        if self.state.ack_due():
-            self.flush_ack()
-        elif self._ack_timer is None:
-            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self.flush_ack)
+    def ack_frame(self, seq: int) -> Pieces:
+        return object_pieces(mux.session_ack(seq))
 
-    def flush_ack(self) -> None:
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
-        if self.connection is None:
-            return  # the next hello says it
-        seq = self.state.take_ack()
-        if seq is not None:
-            self.connection.send_pieces(object_pieces(mux.session_ack(seq)))
-
-    # -- the end ---------------------------------------------------------------------------------
-
-    def end(self, reason: Reason, code: int | None = None, why: str | None = None) -> None:
-        """Forget the session (the comms it opened close); close its connection with ``code``
-        if given."""
-        if self.ended:
-            return
-        self.ended = True
-        self._cancel_expiry()
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-        connection, self.connection = self.connection, None
-        self.store.forget(self, reason)
+    def leave(self) -> None:
         self.mux.leave()
-        self.store.bridges.release(self.bridge)
-        if connection is not None and code is not None:
-            connection.close(code, why)
-
-    def _cancel_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None

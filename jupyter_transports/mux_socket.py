@@ -23,7 +23,7 @@ from .mux_session import MuxSession, message_head
 from .router import Subscriber
 from .session import Reason
 from .socket_base import BridgedSocketHandler
-from .writer import Pieces, enveloped_pieces, object_pieces
+from .writer import enveloped_pieces, object_pieces
 
 MUX_KEY = "websocket mux"  # a kernel message's frame for plain multiplexed sockets, shared
 
@@ -168,26 +168,11 @@ class MuxSocketHandler(BridgedSocketHandler):
     def message(self, frame: OutgoingFrame, comm_id: str) -> None:
         self.send_pieces(enveloped_pieces(frame, MUX_KEY, lambda f: message_head(f, comm_id)))
 
-    def send_pieces(self, pieces: Pieces) -> None:
-        if self.writer is not None:
-            self.writer.send(pieces)
-
     # -- the end ---------------------------------------------------------------------------------
 
     def awaits_answers(self) -> bool:
         multiplexer = self.session.mux if self.session is not None else self.multiplexer
         return multiplexer is not None and multiplexer.awaits_answers()
-
-    def drop_slow_client(self) -> None:
-        if self.session is not None:
-            self.session.disconnected(self)  # its client may resume from the session's log
-        super().drop_slow_client()
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Without a code the network failed, not the client: a session waits for its client."""
-        if code is None and self.session is not None:
-            self.session.disconnected(self)
-        super().close(code, reason)
 
     def leave_bridge(self, bridge: KernelBridge) -> None:
         if self.multiplexer is not None:  # a session's comms stay until the session ends
@@ -195,10 +180,5 @@ class MuxSocketHandler(BridgedSocketHandler):
 
     def on_close(self) -> None:
         self.log.debug("Multiplexed socket %s closed", self.socket.id)
-        if self.session is not None:
-            if self.close_code is None and not self.closed_by_server:
-                self.session.disconnected(self)  # no close frame (or one without a code)
-            else:
-                self.session.finished(self)
         super().on_close()
-        self.session = self.multiplexer = None  # each holds this handler
+        self.multiplexer = None  # it holds this handler

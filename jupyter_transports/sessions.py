@@ -14,49 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from .context import detached
-from .errors import CloseCode
+from .durable import Connection, DurableSession, Owner
 from .framing import OutgoingFrame, dumps
 from .router import Subscriber
-from .session import ACK_DELAY, CommLog, Outcome, Reason, SessionState, ack, hello, lost_frame
+from .session import CommLog, Outcome, Reason, SessionState, ack, hello, lost_frame
 from .writer import Pieces, session_wire_pieces, websocket_frame
 
 if TYPE_CHECKING:
     from .bridge import KernelBridge
     from .manager import BridgeManager
     from .mux_session import MuxSession
-
 MAX_TOMBSTONES = 10_000  # ended sessions remembered, to say why they cannot resume
-REPLACED = "replaced by a newer connection of the same session"
 
 
-class Connection(Protocol):
-    """A socket as a session sees it."""
-
-    def send_pieces(self, pieces: Pieces) -> None:
-        """Write one whole WebSocket frame."""
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Close the socket; the session has decided what follows."""
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who may resume a session: the same user, or anyone holding the server's token when the
-    session was made with it (with jupyter_server's default identity provider, a request with
-    only the token gets a new anonymous user each time)."""
-
-    username: str
-    by_token: bool
-
-    def may_resume(self, other: Owner) -> bool:
-        return self.username == other.username or (self.by_token and other.by_token)
-
-
-class Session:
+class Session(DurableSession):
     """One durable session on one comm: the bridge's sink for its client."""
 
     def __init__(
@@ -68,20 +42,11 @@ class Session:
         bridge: KernelBridge,
         log: CommLog,
     ) -> None:
-        self.store = store
-        self.key = key  # (kernel id, session key)
-        self.owner = owner
+        super().__init__(store, key, owner, bridge, SessionState(log.last))
         self.subscriber = subscriber
-        self.bridge = bridge
         self.log = log
-        self.state = SessionState(log.last)
-        self.connection: Connection | None = None
-        self.closing: tuple[int, str] | None = None  # a close that happened while away
         self.unreported_lost = 0  # kernel messages lost while away, told on resume
         self.wants_presence = False  # its connection asked for roster frames (presence=1)
-        self.ended = False
-        self._expiry: asyncio.TimerHandle | None = None
-        self._ack_timer: asyncio.TimerHandle | None = None
 
     # -- the bridge's sink ---------------------------------------------------------------------
 
@@ -100,15 +65,6 @@ class Session:
         if self.connection is not None and self.wants_presence:
             self.connection.send_pieces((websocket_frame(frame),))
 
-    def close(self, code: CloseCode, reason: str) -> None:
-        """The router forgot the client: its comm or its kernel went away."""
-        if code is CloseCode.RESTARTING:
-            self.end(Reason.KERNEL_RESTARTED, code, reason)
-        elif self.connection is not None:
-            self.end(Reason.CLOSED, code, reason)
-        else:  # told on resume, after what the log holds for it
-            self.closing = (code, reason)
-
     # -- connections ---------------------------------------------------------------------------
 
     def begin(self, connection: Connection, reason: Reason | None) -> None:
@@ -118,10 +74,7 @@ class Session:
     def resume(self, connection: Connection, last: int) -> None:
         """A later connection, whose client had every message up to ``last``: it replaces the
         one before, hears what it missed, then the live stream."""
-        if self.connection is not None:
-            old, self.connection = self.connection, None
-            old.close(CloseCode.REPLACED, REPLACED)
-        self._cancel_expiry()
+        self.take_over()
         outcome, missed = self.state.resume(self.log, self.subscriber.id, last)
         reason = Reason.OVERFLOW if outcome is Outcome.RESET else None
         self._greet(connection, outcome, reason, missed)
@@ -139,7 +92,6 @@ class Session:
             outcome, subscriber.id, subscriber.comm_id, state.handed, self.log.window_bytes, reason
         )
         connection.send_pieces((websocket_frame(greeting),))
-        state.unacked = 0  # the hello said what was handed
         if self.unreported_lost:
             connection.send_pieces((websocket_frame(lost_frame(self.unreported_lost)),))
             self.unreported_lost = 0
@@ -147,66 +99,14 @@ class Session:
             connection.send_pieces((websocket_frame(dumps(roster)),))
         for frame in missed:
             connection.send_pieces(session_wire_pieces(frame))
-        if self.closing is not None:
-            code, why = self.closing
-            self.end(Reason.CLOSED, code, why)
+        self.greeted()
 
-    def disconnected(self, connection: Connection) -> None:
-        """``connection`` dropped without a close frame: wait for the client to come back."""
-        if connection is not self.connection or self.ended:
-            return
-        self.connection = None
-        loop = asyncio.get_running_loop()
-        self._expiry = detached(loop.call_later, self.store.timeout, self.end, Reason.EXPIRED)
+    def ack_frame(self, seq: int) -> Pieces:
+        return (websocket_frame(ack(seq)),)
 
-    def finished(self, connection: Connection) -> None:
-        """``connection`` closed for good (a close frame, or a fault): the session ends."""
-        if connection is self.connection:
-            self.connection = None
-            self.end(Reason.CLOSED)
-
-    # -- the client's messages -----------------------------------------------------------------
-
-    def handed(self) -> None:
-        """A client message went to the kernel: acknowledge it soon, or now if many wait."""
-        if self.state.ack_due():
-            self.flush_ack()
-        elif self._ack_timer is None:
-            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self.flush_ack)
-
-    def flush_ack(self) -> None:
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
-        if self.connection is None:
-            return  # the next hello says it
-        seq = self.state.take_ack()
-        if seq is not None:
-            self.connection.send_pieces((websocket_frame(ack(seq)),))
-
-    # -- the end -------------------------------------------------------------------------------
-
-    def end(self, reason: Reason, code: int | None = None, why: str | None = None) -> None:
-        """Forget the session (its comm closes if it opened it); close its connection with
-        ``code`` if given."""
-        if self.ended:
-            return
-        self.ended = True
-        self._cancel_expiry()
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-        connection, self.connection = self.connection, None
-        self.store.forget(self, reason)
+    def leave(self) -> None:
         self.bridge.leave(self.subscriber.id)  # its comm closes if it opened it
         self.store.close_log(self.bridge, self.subscriber.comm_id, self.log)
-        self.store.bridges.release(self.bridge)
-        if connection is not None and code is not None:
-            connection.close(code, why)
-
-    def _cancel_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
 
 
 class EventHistory:
@@ -345,7 +245,7 @@ class SessionStore:
         if log.users == 0 and bridge.logs.get(comm_id) is log:
             del bridge.logs[comm_id]
 
-    def forget(self, session: Session | MuxSession, reason: Reason) -> None:
+    def forget(self, session: DurableSession, reason: Reason) -> None:
         if self.live.get(session.key) is session:
             del self.live[session.key]
         if self.muxed.get(session.key) is session:

@@ -22,10 +22,10 @@ from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProt
 from .base import AUTH_RESOURCE, LAST_PARAM, TransportsHandlerMixin, shortened
 from .bridge import KernelBridge
 from .context import detached
+from .durable import DurableSession, Owner
 from .errors import BadFrame, CloseCode
 from .session import check_session_key
-from .sessions import Owner
-from .writer import FrameWriter
+from .writer import FrameWriter, Pieces
 
 TEXT_OPCODE = 0x1
 MAX_SEQ_DIGITS = 19  # a session's numbers fit in 63 bits
@@ -41,6 +41,7 @@ class BridgedSocketHandler(
     bridge: KernelBridge | None = None
     writer: FrameWriter | None = None  # set in open
     admitted: str | None = None  # the kernel this socket counts against in socket_limits
+    session: DurableSession | None = None  # the durable session it carries, if any
     closed_by_server = False
 
     def set_default_headers(self) -> None:
@@ -161,6 +162,11 @@ class BridgedSocketHandler(
         request.__dict__.pop("_cookies", None)
         self.__dict__.pop("_new_cookie", None)  # the login cookie the 101 answer carried
 
+    def send_pieces(self, pieces: Pieces) -> None:
+        """Write one whole WebSocket frame (a session's, or a multiplexed socket's)."""
+        if self.writer is not None:
+            self.writer.send(pieces)
+
     def paced(self, room: Awaitable[None] | None) -> Awaitable[None] | None:
         """What tornado awaits before it reads the client's next frame: read nothing more while
         the answers it caused back up, nor while the kernel has too much of it unhandled
@@ -176,10 +182,13 @@ class BridgedSocketHandler(
         return False
 
     def drop_slow_client(self) -> None:
-        """The client fell too far behind: close with 1013, and let go of the bridge on the
-        next turn (not inside its delivery loop, which called us)."""
+        """The client fell too far behind: close with 1013 (a session waits for its client to
+        resume), and let go of the bridge on the next turn (not inside its delivery loop, which
+        called us)."""
         if self.bridge is not None:
             self.bridge.count_drop()
+        if self.session is not None:
+            self.session.disconnected(self)
         IOLoop.current().add_callback(self.release)
         self.close(CloseCode.TOO_SLOW, "client fell too far behind")
 
@@ -196,19 +205,26 @@ class BridgedSocketHandler(
             self.bridge = None
 
     def on_close(self) -> None:
+        if self.session is not None:
+            if self.close_code is None and not self.closed_by_server:
+                self.session.disconnected(self)  # no close frame (or one without a code)
+            else:
+                self.session.finished(self)
         if self.ping_callback is not None:  # it would hold this handler until its next tick
             self.ping_callback.stop()
         self.release()
-        # Each holds this handler (a bound method of it): without them refcounting frees a
-        # closed socket at once, not the cyclic collector's rare full collection (2,000 closed
-        # sockets with 15 KB queries held some 60 MiB).
-        self.ping_callback = self.writer = None
+        # Each holds this handler (a bound method of it, or it as a session's connection):
+        # without them refcounting frees a closed socket at once, not the cyclic collector's
+        # rare full collection (2,000 closed sockets with 15 KB queries held some 60 MiB).
+        self.ping_callback = self.writer = self.session = None
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close with ``code``; without one, the keep-alive found the connection dead (the
         network failed, not the client): it is dropped at once rather than after a close
-        handshake nobody will answer."""
+        handshake nobody will answer, and a session waits for its client."""
         self.closed_by_server = True
+        if code is None and self.session is not None:
+            self.session.disconnected(self)
         if self.writer is not None:  # what was delivered before goes out before the close frame
             self.writer.close()
         if reason is not None:

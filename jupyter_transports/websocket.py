@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from tornado import web
-from tornado.ioloop import IOLoop
 
 from .base import FRAMES_PARAM, PRESENCE_PARAM, SESSION_PARAM
 from .bridge import KernelBridge
@@ -23,7 +22,7 @@ from .session import ClientAck, Reason, decode_client_frame
 from .sessions import Session
 from .sinks import Sink
 from .socket_base import BridgedSocketHandler
-from .writer import Pieces, wire_pieces
+from .writer import wire_pieces
 
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
@@ -152,22 +151,11 @@ class CommSocketHandler(BridgedSocketHandler):
 
     def on_close(self) -> None:
         self.log.debug("Client %s of comm %s closed", self.client.id, self.client.comm_id)
-        if self.session is not None:
-            if self.close_code is None and not self.closed_by_server:
-                self.session.disconnected(self)  # no close frame (or one without a code)
-            else:
-                self.session.finished(self)
         super().on_close()
-        self.session = None  # it holds this handler as its connection
 
     def leave_bridge(self, bridge: KernelBridge) -> None:
         if self.session is None:  # a session's client stays until the session ends
             bridge.leave(self.client.id)
-
-    def send_pieces(self, pieces: Pieces) -> None:
-        """Write one whole WebSocket frame (for the session this socket carries)."""
-        if self.writer is not None:
-            self.writer.send(pieces)
 
     # -- the bridge's sink ---------------------------------------------------------------------
 
@@ -191,18 +179,5 @@ class CommSocketHandler(BridgedSocketHandler):
         """Only sessions hear of the roster (v1's frames are the kernel's messages alone)."""
 
     def drop_slow_client(self) -> None:
-        """Close with 1013 and let go of what was queued; the bridge forgets the client next."""
         self.log.warning("Client %s fell too far behind; closing it", self.client.id)
-        if self.bridge is not None:
-            self.bridge.count_drop()
-        if self.session is not None:
-            self.session.disconnected(self)  # its client may resume from the comm's log
-        else:  # not from inside the bridge's delivery loop, which called us: on the next turn
-            IOLoop.current().add_callback(self.release)
-        self.close(CloseCode.TOO_SLOW, "client fell too far behind")
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        """Without a code the network failed, not the client: a session waits for its client."""
-        if code is None and self.session is not None:
-            self.session.disconnected(self)
-        super().close(code, reason)
+        super().drop_slow_client()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from jupyter_transports.durable import Owner
 from jupyter_transports.errors import BadFrame
 from jupyter_transports.framing import OutgoingFrame, pack_binary
 from jupyter_transports.router import Subscriber
@@ -27,7 +28,7 @@ from jupyter_transports.session import (
     hello,
     lost_frame,
 )
-from jupyter_transports.sessions import Owner, Session
+from jupyter_transports.sessions import Session
 
 
 def frames(*seqs: int, size: int = 10) -> list[OutgoingFrame]:
