@@ -1,15 +1,23 @@
 """``python -m benchmarks.floor``: the least CPU a Python server can spend per kernel message.
 
 What any server that forwards one kernel comm message to one WebSocket must do, with nothing
-else around it (no event loop, no routing, no Tornado): receive the message's ZMQ frames, verify
-its signature and parse it as jupyter_client does, encode the comm ``data`` as a frame, and write
-that frame to a TCP socket. The messages are all queued before timing starts, and a separate
-process drains the socket. The per-message CPU of each step, cumulative, is what the fan-out's
-server CPU per delivery at N = 1 can be compared with.
+else around it (no routing, no Tornado): receive the message's ZMQ frames, verify its signature
+and parse it as jupyter_client does, encode the comm ``data`` as a frame, and write that frame to
+a TCP socket; a separate process drains the socket. Two ways:
+
+* **queued**: every message is waiting before timing starts (no event loop at all): the CPU per
+  message of each step, cumulative;
+* **paced**: the messages come one at a time, ``PACED_INTERVAL`` apart, as a kernel sends a
+  burst it computes (the fan-out's kernel spends 70 to 130 µs per message): a bare asyncio loop
+  waits on the ZMQ socket and forwards each as it arrives. A server that keeps up with its
+  kernel pays the wake-up of its event loop once per message, which no queued floor shows.
+
+The fan-out's server CPU per delivery at N = 1 compares with the paced floor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -25,28 +33,65 @@ from jupyter_client.session import Session
 from jupyter_transports.writer import websocket_frame
 
 MESSAGES = 5000  # per step
-WHOLE = "+ write it to TCP"  # the last step: all a server must do per message
+PACED_INTERVAL = 100e-6  # seconds between the paced messages
+WHOLE = "+ write it to TCP"  # the last queued step: all a server must do per message
+PACED = "paced, on an asyncio loop"
+KEY = b"benchmark"
 DRAIN = "import socket, sys\ns = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\nwhile s.recv(1 << 20): pass"
+# Publishes MESSAGES comm messages INTERVAL apart (a busy wait: sleep is too coarse).
+PACER = """
+import sys, time, zmq
+from jupyter_client.session import Session
+count, interval = int(sys.argv[1]), float(sys.argv[2])
+context = zmq.Context()
+publisher = context.socket(zmq.PUB)
+publisher.sndhwm = 0
+print(publisher.bind_to_random_port("tcp://127.0.0.1"), flush=True)
+time.sleep(1.0)  # the subscriber connects, and its subscription reaches the publisher
+session = Session(key=b"benchmark")
+parent = session.msg("comm_msg", {})["header"]
+due = time.perf_counter()
+for i in range(count):
+    session.send(publisher, "comm_msg", {"comm_id": "c" * 32, "data": {"i": i, "pad": "x" * 64}}, parent=parent)
+    due += interval
+    while time.perf_counter() < due:
+        pass
+publisher.close(linger=-1)  # every message out before the process ends
+context.term()
+"""
 
 
-def measure() -> dict[str, float]:
-    """The CPU per message of each step, cumulative, in µs."""
-    context = zmq.Context()
-    publisher, subscriber = context.socket(zmq.PUB), context.socket(zmq.SUB)
-    publisher.sndhwm = subscriber.rcvhwm = 0  # queue every message; drop none
-    port = publisher.bind_to_random_port("tcp://127.0.0.1")
-    subscriber.connect(f"tcp://127.0.0.1:{port}")
-    subscriber.setsockopt(zmq.SUBSCRIBE, b"")
-    time.sleep(0.3)  # the subscription reaches the publisher
+class Rig:
+    """A SUB socket the kernel's messages come to, a TCP client they go out on, and the steps."""
 
-    session = Session(key=b"benchmark")
-    parent = session.msg("comm_msg", {})["header"]
-    listener = socket.create_server(("127.0.0.1", 0))
-    drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(listener.getsockname()[1])])
-    client, _ = listener.accept()
-    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, count: int, interval: float) -> None:
+        self.publisher = subprocess.Popen(
+            [sys.executable, "-c", PACER, str(count), str(interval)], stdout=subprocess.PIPE
+        )
+        assert self.publisher.stdout is not None
+        port = int(self.publisher.stdout.readline())
+        self.context = zmq.Context()
+        self.subscriber = self.context.socket(zmq.SUB)
+        self.subscriber.rcvhwm = 0  # queue every message; drop none
+        self.subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        self.subscriber.connect(f"tcp://127.0.0.1:{port}")
+        self.session = Session(key=KEY)
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(listener.getsockname()[1])])
+        self.client, _ = listener.accept()
+        self.client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listener.close()
 
-    def parse(frames: list[zmq.Frame]) -> dict[str, Any]:
+    def receive(self) -> list[zmq.Frame]:
+        frame = self.subscriber.recv(zmq.NOBLOCK, copy=False)
+        frames = [frame]
+        while frame.more:
+            frame = self.subscriber.recv(copy=False)
+            frames.append(frame)
+        return frames
+
+    def parse(self, frames: list[zmq.Frame]) -> dict[str, Any]:
+        session = self.session
         _, frames = session.feed_identities(frames, copy=False)
         signature, header, parent_header, metadata, content = (f.bytes for f in frames[:5])
         if not compare_digest(signature, session.sign([header, parent_header, metadata, content])):
@@ -54,42 +99,85 @@ def measure() -> dict[str, float]:
         json.loads(header), json.loads(parent_header), json.loads(metadata)
         return json.loads(content)  # type: ignore[no-any-return]
 
-    def encode(frames: list[zmq.Frame]) -> bytes:
-        return websocket_frame(json.dumps(parse(frames)["data"], separators=(",", ":")))
+    def encode(self, frames: list[zmq.Frame]) -> bytes:
+        return websocket_frame(json.dumps(self.parse(frames)["data"], separators=(",", ":")))
 
+    def forward(self, frames: list[zmq.Frame]) -> None:
+        self.client.sendall(self.encode(frames))
+
+    def close(self) -> None:
+        self.publisher.wait()
+        self.client.close()
+        self.drain.wait()
+        self.subscriber.close()
+        self.context.term()
+
+
+def measure() -> dict[str, float]:
+    """The CPU per message of each step (queued), cumulative, in µs."""
+    rig = Rig(MESSAGES * 4, 0.0)  # all queued, as fast as the publisher can
     steps: list[tuple[str, Callable[[list[zmq.Frame]], Any]]] = [
         ("receive the frames", lambda frames: frames),
-        ("+ verify and parse", parse),
-        ("+ encode the frame", encode),
-        (WHOLE, lambda frames: client.sendall(encode(frames))),
+        ("+ verify and parse", rig.parse),
+        ("+ encode the frame", rig.encode),
+        (WHOLE, rig.forward),
     ]
-    for i in range(MESSAGES * len(steps)):
-        content = {"comm_id": "c" * 32, "data": {"i": i, "pad": "x" * 64}}
-        session.send(publisher, "comm_msg", content, parent=parent)
-    time.sleep(1.0)  # all queued on the subscriber's side
-
+    rig.publisher.wait()
+    time.sleep(1.0)  # on the subscriber's side
     figures = {}
     for name, step in steps:
         began = time.thread_time()
         for _ in range(MESSAGES):
-            frame = subscriber.recv(copy=False)
-            frames = [frame]
-            while frame.more:
-                frame = subscriber.recv(copy=False)
-                frames.append(frame)
+            while True:
+                try:
+                    frames = rig.receive()
+                    break
+                except zmq.Again:
+                    time.sleep(0.001)
             step(frames)
         figures[name] = (time.thread_time() - began) / MESSAGES * 1e6
-    client.close()
-    drain.wait()
-    publisher.close()
-    subscriber.close()
-    context.term()
+    rig.close()
     return figures
+
+
+def measure_paced(interval: float = PACED_INTERVAL, count: int = MESSAGES) -> float:
+    """The CPU per message, in µs, of a bare asyncio loop that forwards each message as it
+    comes, ``interval`` seconds after the one before."""
+    rig = Rig(count, interval)
+
+    async def forward_all() -> float:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        received = 0
+        began = 0.0
+
+        def readable() -> None:
+            nonlocal received, began
+            while rig.subscriber.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = rig.receive()
+                if received == 0:
+                    began = time.thread_time()
+                rig.forward(frames)
+                received += 1
+                if received == count and not done.done():
+                    done.set_result(time.thread_time() - began)
+
+        loop.add_reader(rig.subscriber.getsockopt(zmq.FD), readable)
+        readable()  # edge-triggered: what came before the reader was added
+        seconds: float = await done
+        loop.remove_reader(rig.subscriber.getsockopt(zmq.FD))
+        return seconds / (count - 1) * 1e6
+
+    try:
+        return asyncio.run(forward_all())
+    finally:
+        rig.close()
 
 
 def main() -> None:
     for name, us in measure().items():
-        print(f"{name:20} {us:5.1f} µs per message")
+        print(f"{name:26} {us:5.1f} µs per message")
+    print(f"{PACED:26} {measure_paced():5.1f} µs per message ({PACED_INTERVAL * 1e6:.0f} µs apart)")
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ def _echo_ratio(path: str, key: str) -> Callable[[Results], float | None]:
     return of
 
 
-def _fan_out_over_floor(sockets: int) -> Callable[[Results], float | None]:
+def _fan_out_over_floor(sockets: int, floor_key: str) -> Callable[[Results], float | None]:
     def of(results: Results) -> float | None:
-        floor = results.get("floor_us")
+        floor = results.get(floor_key)
         for fan in results.get("fan_out", []):
             if fan["path"] == "bridge" and fan["sockets"] == sockets and floor:
                 return fan["server_us_per_delivery"] / floor  # type: ignore[no-any-return]
@@ -60,7 +60,16 @@ RATIOS = [
         for path in PATHS
         for key, label, higher in ECHO_FIGURES
     ),
-    Ratio("fan-out N = 1, server CPU per delivery ÷ floor", False, _fan_out_over_floor(1)),
+    Ratio(
+        "fan-out N = 1, server CPU per delivery ÷ floor (queued)",
+        False,
+        _fan_out_over_floor(1, "floor_us"),
+    ),
+    Ratio(
+        "fan-out N = 1, server CPU per delivery ÷ floor (paced)",
+        False,
+        _fan_out_over_floor(1, "floor_paced_us"),
+    ),
     Ratio("small round trip, session ÷ plain", False, _session_over_plain),
 ]
 
