@@ -337,3 +337,19 @@ async def test_undecodable_paths_are_400_without_a_traceback(
         await websockets.connect(url)
     assert info.value.response.status_code == 400
     assert "Traceback" not in caplog.text
+
+
+async def test_a_message_in_fragments_arrives_whole(server_url, token, kernel):
+    """Browsers send a large message as 128 KiB frames: the server gathers them into one."""
+    from jupyter_transports.framing import pack_binary, unpack_binary
+
+    url = comm_url(server_url, kernel.id, "targets", "echo", token=token)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    frame = pack_binary(b'{"n": 1}', [payload])
+    async with websockets.connect(url, max_size=None) as socket:
+        fragments = [frame[i : i + 128 * 1024] for i in range(0, len(frame), 128 * 1024)]
+        await socket.send(fragments)  # a list of bytes goes as one fragmented message
+        head, buffers = unpack_binary(await asyncio.wait_for(socket.recv(), TIMEOUT))
+        assert json.loads(bytes(head)) == {"n": 1} and bytes(buffers[0]) == payload
+        await socket.send(["{", '"n": ', "2}"])  # a fragmented text message
+        assert json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT)) == {"n": 2}
