@@ -161,6 +161,10 @@ class BridgedSocketHandler(
         request.arguments, request.query_arguments, request.body_arguments = {}, {}, {}
         request.__dict__.pop("_cookies", None)
         self.__dict__.pop("_new_cookie", None)  # the login cookie the 101 answer carried
+        self._headers = HTTPHeaders()  # the 101 answer's, sent
+        connection = request.connection
+        if connection is not None and hasattr(connection, "_request_headers"):
+            connection._request_headers = None  # tornado's copy of the request's
 
     def send_pieces(self, pieces: Pieces) -> None:
         """Write one whole WebSocket frame (a session's, or a multiplexed socket's)."""
