@@ -17,6 +17,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
+from tornado.log import gen_log
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from .base import AUTH_RESOURCE, LAST_PARAM, TransportsHandlerMixin, shortened
@@ -290,7 +291,17 @@ class StrictTextProtocol(WebSocketProtocol13):
         handshake, which would keep, for the socket's whole life, every frame of it (the
         handler's ``get`` and its decorators, holding the request and its headers): some
         6 KiB of each idle socket."""
-        self._frame_loop = asyncio.ensure_future(super()._receive_frame_loop())
+        self._frame_loop = asyncio.ensure_future(self._read_frames())
+
+    async def _read_frames(self) -> None:
+        """Tornado's frame loop, and what tornado's handshake does when it fails."""
+        try:
+            await super()._receive_frame_loop()
+        except asyncio.CancelledError:
+            self._abort()
+        except ValueError:
+            gen_log.debug("Malformed WebSocket request received", exc_info=True)
+            self._abort()
 
     def _handle_message(self, opcode: int, data: bytes) -> Any:
         if opcode != TEXT_OPCODE or self._frame_compressed or self.client_terminated:
