@@ -42,6 +42,7 @@ CLOSE = "close"
 ATTACH = "attach"
 DETACH = "detach"
 
+MESSAGE_KEY = "mux message"  # a message's head, in OutgoingFrame.encoded (a frame is one comm's)
 MAX_ID_CHARS = 256
 OPENED_ID_FORM = re.compile(r"[A-Za-z0-9_.:-]{1,256}")  # a comm id a client chooses
 
@@ -200,12 +201,15 @@ def closed(comm_id: str, code: int, reason: str) -> str:
 
 
 def message(frame: OutgoingFrame, comm_id: str) -> str:
-    """A comm message (part 0, if it has buffers), built around the JSON of its data, which
-    every socket shares."""
-    head = f'{{"{TYPE_KEY}":"{MSG}","{COMM_ID_KEY}":{dumps(comm_id)},'
-    if frame.sender:  # relayed (echo)
-        head += f'"from":{dumps(frame.sender)},'
-    return f'{head}"{DATA_KEY}":{frame.json_text}}}'
+    """A kernel message of comm ``comm_id`` (part 0, if it has buffers), built around the JSON
+    of its data; made once per message, for every socket and session it goes to."""
+    head: str | None = frame.encoded.get(MESSAGE_KEY)
+    if head is None:
+        start = f'{{"{TYPE_KEY}":"{MSG}","{COMM_ID_KEY}":{dumps(comm_id)},'
+        if frame.sender:  # relayed (echo)
+            start += f'"from":{dumps(frame.sender)},'
+        head = frame.encoded[MESSAGE_KEY] = f'{start}"{DATA_KEY}":{frame.json_text}}}'
+    return head
 
 
 # -- durable sessions ----------------------------------------------------------------------

@@ -24,16 +24,6 @@ if TYPE_CHECKING:
     from .multiplexer import Multiplexer
     from .sessions import SessionStore
 
-MUX_HEAD_KEY = "mux head"  # a kernel message's frame head for multiplexed sockets, shared
-
-
-def message_head(frame: OutgoingFrame, comm_id: str) -> str:
-    """The JSON object of a kernel message for multiplexed sockets (made once per message)."""
-    head: str | None = frame.encoded.get(MUX_HEAD_KEY)
-    if head is None:
-        head = frame.encoded[MUX_HEAD_KEY] = mux.message(frame, comm_id)
-    return head
-
 
 class MuxSession(DurableSession):
     """One multiplexed client's stay on a kernel across its connections."""
@@ -58,7 +48,7 @@ class MuxSession(DurableSession):
 
     def message(self, frame: OutgoingFrame, comm_id: str) -> None:
         seq = self.log.next()
-        head = mux.numbered(seq, message_head(frame, comm_id))
+        head = mux.numbered(seq, mux.message(frame, comm_id))
         self._send(seq, object_pieces(head, frame.buffers))
 
     def _send(self, seq: int, pieces: Pieces) -> None:

@@ -19,7 +19,7 @@ from .bridge import KernelBridge
 from .errors import ReadOnly, TransportsError
 from .framing import Buffers, OutgoingFrame, utf8_size
 from .multiplexer import Multiplexer
-from .mux_session import MuxSession, message_head
+from .mux_session import MuxSession
 from .router import Subscriber
 from .session import Reason
 from .socket_base import BridgedSocketHandler
@@ -166,7 +166,7 @@ class MuxSocketHandler(BridgedSocketHandler):
         self.send_pieces(object_pieces(head, buffers))
 
     def message(self, frame: OutgoingFrame, comm_id: str) -> None:
-        self.send_pieces(enveloped_pieces(frame, MUX_KEY, lambda f: message_head(f, comm_id)))
+        self.send_pieces(enveloped_pieces(frame, MUX_KEY, lambda f: mux.message(f, comm_id)))
 
     # -- the end ---------------------------------------------------------------------------------
 
