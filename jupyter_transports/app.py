@@ -8,6 +8,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Instance, Int, List, Unicode, default
 
 from . import metrics
+from .client_frames import BufferPool
 from .handlers import default_handlers
 from .limits import SocketLimits
 from .manager import BridgeManager
@@ -42,6 +43,14 @@ class TransportsExtension(ExtensionApp):
         memory; unless what backs up answers its own messages, still being handled by the
         kernel: then the server stops reading it until it has caught up, and closes it only past
         this plus max_message_bytes.""",
+    )
+    read_buffer_bytes = Int(
+        32 * MiB,
+        config=True,
+        help="""Memory the server keeps for reading large client messages (64 KiB and more, or
+        in fragments), in bytes: each is read and unmasked in a buffer reused from one message
+        to the next, where fresh memory for each would cost a page fault per 4 KiB. A message
+        that finds no free buffer in it gets one of its own. 0 keeps none.""",
     )
     gateway_max_message_bytes = Int(
         10 * MiB,
@@ -187,6 +196,7 @@ class TransportsExtension(ExtensionApp):
 
     bridges = Instance(BridgeManager, allow_none=True, help="The kernels' bridges.")
     sessions = Instance(SessionStore, allow_none=True, help="The durable sessions.")
+    read_buffers = Instance(BufferPool, allow_none=True, help="Buffers for large messages.")
     socket_limits = Instance(SocketLimits, allow_none=True, help="Open sockets, and their caps.")
     metrics_collector = Instance(
         metrics.TransportsCollector,
@@ -223,6 +233,7 @@ class TransportsExtension(ExtensionApp):
             window_bytes=self.session_window_bytes,
             log=self.log,
         )
+        self.read_buffers = BufferPool(self.read_buffer_bytes)
         self.socket_limits = SocketLimits(self.max_sockets_per_user, self.max_sockets_per_kernel)
         self.metrics_collector = metrics.register(self.bridges.status)
 

@@ -45,7 +45,7 @@ from .errors import BadFrame
 from .protocol import Buffer
 
 Buffers = Sequence[Buffer]
-Frame = str | bytes
+Frame = str | Buffer  # text, or binary: bytes, or a view (a large client message, pooled)
 
 _UINT32 = struct.Struct("!I")
 # Parts of a client's binary frame: every part costs the server and the kernel (a frame of a
@@ -65,9 +65,9 @@ def dumps(data: Any) -> str:
     return json.dumps(data, default=json_default, separators=(",", ":"), ensure_ascii=False)
 
 
-def utf8_size(text: str | bytes) -> int:
+def utf8_size(text: Frame) -> int:
     """Bytes of ``text`` in UTF-8, without encoding it when it is ASCII (the common case)."""
-    if isinstance(text, bytes) or text.isascii():
+    if not isinstance(text, str) or text.isascii():
         return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
 
@@ -90,7 +90,7 @@ def binary_parts(data_json: bytes, buffers: Buffers) -> list[Buffer]:
     return [struct.pack(f"!{n + 1}I", n, *offsets), *parts]
 
 
-def unpack_binary(frame: bytes) -> tuple[memoryview, list[memoryview]]:
+def unpack_binary(frame: Buffer) -> tuple[memoryview, list[memoryview]]:
     """Split a binary frame into (part 0, buffers), views of ``frame`` (no copy of large
     buffers); :class:`BadFrame` if the layout is broken."""
     view = memoryview(frame)
@@ -195,7 +195,7 @@ class OutgoingFrame:
             return utf8_size(self.json_text)
         return sum(len(part) for part in self.parts)
 
-    def for_mode(self, mode: FrameMode) -> Frame:
+    def for_mode(self, mode: FrameMode) -> str | bytes:
         """The frame a socket in ``mode`` receives."""
         if self.buffers:
             return self._binary

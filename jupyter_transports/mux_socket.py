@@ -17,7 +17,7 @@ from . import mux
 from .base import AUTH_RESOURCE, EXECUTE, FRAMES_PARAM, READ, SESSION_PARAM
 from .bridge import KernelBridge
 from .errors import ReadOnly, TransportsError
-from .framing import Buffers, OutgoingFrame, utf8_size
+from .framing import Buffers, Frame, OutgoingFrame, utf8_size
 from .multiplexer import Multiplexer
 from .mux_session import MuxSession
 from .router import Subscriber
@@ -124,7 +124,7 @@ class MuxSocketHandler(BridgedSocketHandler):
 
     # -- the client's frames ---------------------------------------------------------------------
 
-    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+    def on_message(self, message: Frame) -> Awaitable[None] | None:
         if self.bridge is None or self.closed_by_server:
             return None  # closed by the server; frames the client sent meanwhile go nowhere
         try:
@@ -138,7 +138,7 @@ class MuxSocketHandler(BridgedSocketHandler):
             self.close(e.close_code, str(e))
             return None
 
-    def session_frame(self, session: MuxSession, message: str | bytes) -> Awaitable[None] | None:
+    def session_frame(self, session: MuxSession, message: Frame) -> Awaitable[None] | None:
         """A numbered frame, carried out unless it was already; or an acknowledgement."""
         if session.connection is not self:
             return None  # replaced by a newer connection, which the client resends on

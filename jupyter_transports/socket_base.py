@@ -7,7 +7,6 @@ bridge delivers, and closing: with a code, or at once when the network failed.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -17,18 +16,17 @@ from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
-from tornado.log import gen_log
 from tornado.websocket import WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from .base import AUTH_RESOURCE, LAST_PARAM, TransportsHandlerMixin, shortened
 from .bridge import KernelBridge
+from .client_frames import ClientFrameReader
 from .context import detached
 from .durable import DurableSession, Owner
 from .errors import BadFrame, CloseCode
 from .session import check_session_key
 from .writer import FrameWriter, Pieces
 
-TEXT_OPCODE = 0x1
 MAX_SEQ_DIGITS = 19  # a session's numbers fit in 63 bits
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
 
@@ -81,7 +79,7 @@ class BridgedSocketHandler(
             # Tornado's own pings (6.5+) would read ping_interval, which WebSocketMixin's pings
             # give in milliseconds, as seconds: the mixin's alone keep the connection alive.
             protocol.params.ping_interval = protocol.params.ping_timeout = None
-            return StrictTextProtocol(self, False, protocol.params)
+            return ClientFrameReader(self, protocol.params, self.extensionapp.read_buffers)  # type: ignore[attr-defined]
         return protocol
 
     def get_compression_options(self) -> dict[str, Any] | None:
@@ -243,75 +241,3 @@ class BridgedSocketHandler(
 async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
     await first
     await second
-
-
-class Fragments:
-    """A fragmented message's payloads, joined once at its end. Tornado grows one bytearray
-    with each fragment, then copies it whole: browsers send a large message in 128 KiB frames,
-    and a 1 MiB one from Chromium cost the server more to gather than to send to the kernel."""
-
-    def __init__(self, first: bytes | bytearray) -> None:
-        self.parts: list[bytes | bytearray] = [first]
-        self.size = len(first)
-
-    def extend(self, data: bytes) -> None:
-        self.parts.append(data)
-        self.size += len(data)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __bytes__(self) -> bytes:
-        return b"".join(self.parts)
-
-
-class StrictTextProtocol(WebSocketProtocol13):
-    """Tornado's protocol, with two changes: a text frame that is not UTF-8 closes with 1007,
-    and a fragmented message is gathered in :class:`Fragments`.
-
-    Tornado drops a connection whose text frame is not UTF-8 without a word (1006, which
-    clients take for a network failure and retry); RFC 6455 (8.1) and the contract say 1007.
-    """
-
-    _fragments: Fragments | None = None
-
-    @property  # type: ignore[override]
-    def _fragmented_message_buffer(self) -> Fragments | None:
-        return self._fragments
-
-    @_fragmented_message_buffer.setter
-    def _fragmented_message_buffer(self, value: bytearray | None) -> None:
-        """Tornado sets a bytearray of the first fragment, and None at the end."""
-        self._fragments = None if value is None else Fragments(value)
-
-    _frame_loop: asyncio.Task[None] | None = None
-
-    async def _receive_frame_loop(self) -> None:
-        """Read frames in a task of the socket's own: tornado reads them in the coroutine of the
-        handshake, which would keep, for the socket's whole life, every frame of it (the
-        handler's ``get`` and its decorators, holding the request and its headers): some
-        6 KiB of each idle socket."""
-        self._frame_loop = asyncio.ensure_future(self._read_frames())
-
-    async def _read_frames(self) -> None:
-        """Tornado's frame loop, and what tornado's handshake does when it fails."""
-        try:
-            await super()._receive_frame_loop()
-        except asyncio.CancelledError:
-            self._abort()
-        except ValueError:
-            gen_log.debug("Malformed WebSocket request received", exc_info=True)
-            self._abort()
-
-    def _handle_message(self, opcode: int, data: bytes) -> Any:
-        if opcode != TEXT_OPCODE or self._frame_compressed or self.client_terminated:
-            return super()._handle_message(opcode, data)
-        try:  # decoded once, here, as tornado's own branch for text frames does
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            handler: Any = self.handler  # the socket handler that made this protocol
-            handler.log.warning("Closing a socket (1007): a text frame that is not UTF-8")
-            handler.close(CloseCode.BAD_FRAME, "a text frame that is not UTF-8")
-            return None
-        self._message_bytes_in += len(data)
-        return self._run_callback(self.handler.on_message, text)

@@ -16,7 +16,7 @@ from tornado import web
 from .base import FRAMES_PARAM, PRESENCE_PARAM, SESSION_PARAM
 from .bridge import KernelBridge
 from .errors import CloseCode, CommNotFound, TransportsError
-from .framing import FrameMode, OutgoingFrame, decode_frame, utf8_size
+from .framing import Frame, FrameMode, OutgoingFrame, decode_frame, utf8_size
 from .router import Subscriber
 from .session import ClientAck, Reason, decode_client_frame
 from .sessions import Session
@@ -118,7 +118,7 @@ class CommSocketHandler(BridgedSocketHandler):
                 self.log.error("Client %s could not subscribe", self.client.id, exc_info=e)
                 self.close(CloseCode.BRIDGE_FAILED, "the bridge failed")
 
-    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+    def on_message(self, message: Frame) -> Awaitable[None] | None:
         if self.bridge is None or self.closed_by_server:
             return None  # closed by the server; frames the client sent meanwhile go nowhere
         try:
@@ -136,7 +136,7 @@ class CommSocketHandler(BridgedSocketHandler):
         """Whether the kernel is still handling messages of this client."""
         return self.bridge is not None and self.bridge.awaits_answers(self.client.id)
 
-    def session_message(self, session: Session, message: str | bytes) -> None:
+    def session_message(self, session: Session, message: Frame) -> None:
         """One frame of a session's client: an acknowledgement, or a numbered comm message
         that goes to the kernel unless it already went."""
         if session.connection is not self:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from array import array
 
@@ -353,3 +354,36 @@ async def test_a_message_in_fragments_arrives_whole(server_url, token, kernel):
         assert json.loads(bytes(head)) == {"n": 1} and bytes(buffers[0]) == payload
         await socket.send(["{", '"n": ', "2}"])  # a fragmented text message
         assert json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT)) == {"n": 2}
+
+
+async def test_large_messages_in_flight_each_arrive_as_sent(server_url, token, kernel):
+    """Large messages are read into reused buffers: eight distinct 1 MiB messages sent without
+    waiting, on two sockets at once, each come back byte for byte (one buffer reused too early
+    would show here as another message's bytes), as do a large text frame and a message whose
+    fragments are small and large in turn."""
+    from jupyter_transports.framing import pack_binary, unpack_binary
+
+    url = comm_url(server_url, kernel.id, "targets", "echo", token=token)
+    sockets = [await websockets.connect(url, max_size=None) for _ in range(2)]
+    try:
+        sent = {(s, i): os.urandom(1 << 20) for s in range(len(sockets)) for i in range(4)}
+        for (s, i), payload in sent.items():
+            await sockets[s].send(pack_binary(json.dumps({"i": i}).encode(), [payload]))
+        for s, socket in enumerate(sockets):
+            for i in range(4):
+                head, buffers = unpack_binary(await asyncio.wait_for(socket.recv(), TIMEOUT))
+                assert json.loads(bytes(head)) == {"i": i}
+                assert bytes(buffers[0]) == sent[s, i]
+        text = {"text": "é" * 100_000}  # 200 KB of UTF-8 in one text frame
+        await sockets[0].send(json.dumps(text, ensure_ascii=False))
+        assert json.loads(await asyncio.wait_for(sockets[0].recv(), TIMEOUT)) == text
+        payload = os.urandom(300_000)
+        frame = pack_binary(b'{"n": 3}', [payload])
+        await sockets[1].send(
+            [frame[:10], frame[10:200_000], frame[200_000:200_001], frame[200_001:]]
+        )
+        head, buffers = unpack_binary(await asyncio.wait_for(sockets[1].recv(), TIMEOUT))
+        assert json.loads(bytes(head)) == {"n": 3} and bytes(buffers[0]) == payload
+    finally:
+        for socket in sockets:
+            await socket.close()
