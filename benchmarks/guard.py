@@ -13,10 +13,13 @@ from typing import Any
 
 WORSE_BY = 0.10  # a ratio this much worse than in the run before is flagged
 A = "A direct"
-PATHS = ("bridge", "bridge (websockets)", "bridge (Chromium)")
+CHROMIUM = "bridge (Chromium)"
+BARE = "Chromium, bare echo"  # the same page on a bare Tornado echo: the browser's anchor
+PATHS = ("bridge", "bridge (websockets)", CHROMIUM)
 ECHO_FIGURES = (  # key, A's key it is compared with, label, whether a higher ratio is better
     ("rt_ms", "rt_ms", "small round trip, {} ÷ A", False),
     ("msg_per_s", "msg_per_s", "small msg/s, {} ÷ A", True),
+    ("big_rt_ms", "big_rt_ms", "1 MiB round trip, {} ÷ A", False),
     ("big_mb_per_s", "big_mb_per_s", "1 MiB MB/s, {} ÷ A", True),
     # A's "server" is jupyter_server's iopub subscriber, which does other work; A's client does
     # what the bridge does for an echo (jupyter_client sending and receiving 1 MiB)
@@ -32,10 +35,12 @@ class Ratio:
     of: Callable[[Results], float | None]
 
 
-def _echo_ratio(path: str, key: str, anchor_key: str) -> Callable[[Results], float | None]:
+def _echo_ratio(
+    path: str, key: str, anchor_key: str, anchor_path: str = A
+) -> Callable[[Results], float | None]:
     def of(results: Results) -> float | None:
         echo = results.get("echo", {})
-        figure, anchor = echo.get(path, {}).get(key), echo.get(A, {}).get(anchor_key)
+        figure, anchor = echo.get(path, {}).get(key), echo.get(anchor_path, {}).get(anchor_key)
         return figure / anchor if figure is not None and anchor else None
 
     return of
@@ -61,6 +66,15 @@ RATIOS = [
         Ratio(label.format(path), higher, _echo_ratio(path, key, anchor_key))
         for path in PATHS
         for key, anchor_key, label, higher in ECHO_FIGURES
+    ),
+    *(
+        Ratio(
+            label.format(f"{CHROMIUM} ÷ bare echo"), higher, _echo_ratio(CHROMIUM, key, key, BARE)
+        )
+        for key, label, higher in (
+            ("big_rt_ms", "1 MiB round trip, {}", False),
+            ("big_mb_per_s", "1 MiB MB/s, {}", True),
+        )
     ),
     Ratio(
         "fan-out N = 1, server CPU per delivery ÷ floor (queued)",

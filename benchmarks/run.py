@@ -64,6 +64,7 @@ WINDOW = 64
 BIG_BYTES = 1024 * 1024
 BIG_MESSAGES = 32  # 1 MiB buffers per path per round
 BIG_WINDOW = 4
+BIG_ROUND_TRIPS = 20  # 1 MiB round trips per path per round, one at a time
 # CPU per 1 MiB echo, in ms, of the server, the kernel and the benchmark's own client (this
 # process: jupyter_client for A, a Tornado WebSocket client for B and the bridge)
 BIG_CPU_KEYS = ("big_server_cpu_ms", "big_kernel_cpu_ms", "big_client_cpu_ms")
@@ -88,6 +89,7 @@ RPC_GOAL = 10_000  # calls/s through the server (issue 5)
 STEP_TIMEOUT = 120.0  # seconds: any single measurement that takes longer is a failure
 MiB = 1024 * 1024
 CHROMIUM_PATH = "bridge (Chromium)"  # the browser's own WebSocket (benchmarks.browser)
+BARE_PATH = "Chromium, bare echo"  # the same page on a bare Tornado echo: the browser's own cost
 THIRD_PARTY = ("bridge (websockets)", CHROMIUM_PATH)  # clients the project did not write
 TIMED_OUT = 599  # tornado's status for a request that timed out
 
@@ -105,12 +107,14 @@ async def _until(path: EchoPath, i: int) -> list[bytes]:
             return buffers
 
 
-async def round_trips(path: EchoPath, count: int, start: int = 0) -> list[float]:
-    """Seconds per round trip of a small message, one at a time."""
+async def round_trips(
+    path: EchoPath, count: int, start: int = 0, buffers: list[bytes] | None = None
+) -> list[float]:
+    """Seconds per round trip of a small message (with ``buffers``, if any), one at a time."""
     times = []
     for i in range(start, start + count):
         begin = time.perf_counter()
-        await path.send({"i": i})
+        await path.send({"i": i}, buffers or [])
         await _until(path, i)
         times.append(time.perf_counter() - begin)
     return times
@@ -152,6 +156,10 @@ async def measure_path(
             )
             result["msg_per_s"] = SMALL_MESSAGES / seconds
             blob = [os.urandom(BIG_BYTES)]
+            big_rts = await asyncio.wait_for(
+                round_trips(path, BIG_ROUND_TRIPS, 30_000, blob), STEP_TIMEOUT
+            )
+            result["big_rt_ms"] = statistics.median(big_rts) * 1e3
             cpu = server.server_cpu(), server.kernel_cpu(), time.process_time()
             seconds = await asyncio.wait_for(
                 pipelined(path, BIG_MESSAGES, BIG_WINDOW, blob, 20_000), STEP_TIMEOUT
@@ -194,7 +202,7 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
     per_path: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
     browser = await BrowserEcho.start(server)  # None without chromium
     if browser is not None:
-        per_path[CHROMIUM_PATH] = []
+        per_path[CHROMIUM_PATH], per_path[BARE_PATH] = [], []
     try:
         for r in range(rounds):
             for name, opener, count, throughput in paths:
@@ -204,11 +212,17 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
                 per_path[name].append(figures)
                 print(f"  round {r + 1} {name:14} {_brief(figures)}", file=sys.stderr, flush=True)
             if browser is not None:
-                figures = await browser.measure(
-                    server, round_trips=ROUND_TRIPS, messages=BIG_MESSAGES, window=BIG_WINDOW
-                )
-                per_path[CHROMIUM_PATH].append(figures)
-                print(f"  round {r + 1} {CHROMIUM_PATH} {_brief(figures)}", file=sys.stderr)
+                for name, bare in ((CHROMIUM_PATH, False), (BARE_PATH, True)):
+                    figures = await browser.measure(
+                        server,
+                        round_trips=ROUND_TRIPS,
+                        big_round_trips=BIG_ROUND_TRIPS,
+                        messages=BIG_MESSAGES,
+                        window=BIG_WINDOW,
+                        bare=bare,
+                    )
+                    per_path[name].append(figures)
+                    print(f"  round {r + 1} {name} {_brief(figures)}", file=sys.stderr)
     finally:
         if browser is not None:
             await browser.stop()
@@ -524,18 +538,22 @@ def table(results: dict[str, Any]) -> str:
     session_fan = cost.get("fan_out_server_per_delivery", {})
     names = list(echo)
     compared = ["bridge", *(name for name in THIRD_PARTY if name in echo)]
+    ratios_to = [(name, "A direct", f"{name} ÷ A") for name in compared]
+    if BARE_PATH in echo:
+        ratios_to.append((CHROMIUM_PATH, BARE_PATH, f"{CHROMIUM_PATH} ÷ bare echo"))
     lines = [
         "| figure | "
         + " | ".join(names)
         + " | "
-        + " | ".join(f"{name} ÷ A" for name in compared)
+        + " | ".join(label for *_, label in ratios_to)
         + " | goal | session ÷ plain | goal |",
-        "|---|" + "---|" * (len(names) + len(compared) + 3),
+        "|---|" + "---|" * (len(names) + len(ratios_to) + 3),
     ]
     session_goal = f"≤ {SESSION_GOAL}"
     rows = [
         ("small round trip, median (ms)", "rt_ms", 2, "≤ 1.2", session_goal),
         (f"small msg/s, {WINDOW} in flight", "msg_per_s", 0, "≥ 1.0", ""),
+        ("1 MiB round trip, median (ms)", "big_rt_ms", 2, "≤ 1.2", ""),
         ("1 MiB buffers, MB/s", "big_mb_per_s", 0, "≥ 1.0", ""),
         ("… CPU per 1 MiB echo: server (ms; goal ≤ 1.5)", "big_server_cpu_ms", 2, "", ""),
         ("… kernel (ms)", "big_kernel_cpu_ms", 2, "", ""),
@@ -543,7 +561,7 @@ def table(results: dict[str, Any]) -> str:
     ]
     for label, key, digits, goal, goal_session in rows:
         cells = [_fmt(echo[n].get(key), digits) for n in names]
-        ratios = [_fmt(ratio_to_a(echo, name, key), 2) for name in compared]
+        ratios = [_fmt(ratio_of(echo, name, anchor, key), 2) for name, anchor, _ in ratios_to]
         lines.append(
             f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {goal} "
             f"| {_fmt(session_echo.get(key), 2)} | {goal_session} |"
@@ -582,10 +600,10 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ratio_to_a(echo: dict[str, Any], name: str, key: str) -> float | None:
-    """A path's figure over A's (None if either lacks it)."""
-    figure, anchor = echo.get(name, {}).get(key), echo["A direct"].get(key)
-    return figure / anchor if figure is not None and anchor else None
+def ratio_of(echo: dict[str, Any], name: str, anchor: str, key: str) -> float | None:
+    """A path's figure over its anchor's (None if either lacks it)."""
+    figure, base = echo.get(name, {}).get(key), echo.get(anchor, {}).get(key)
+    return figure / base if figure is not None and base else None
 
 
 def _lost(fan: dict[str, Any]) -> str:
@@ -638,9 +656,14 @@ def update_docs(text: str, command: str, when: str, rounds: int) -> None:
         "per answer). "
         '"bridge (websockets)" and "bridge (Chromium)" are the bridge\'s v1 socket from clients the '
         "project did not write: the `websockets` library (TCP_NODELAY on) and a Chromium page's "
-        "own `WebSocket` (Playwright); the floor is `python -m benchmarks.floor`, measured in the "
+        "own `WebSocket` (Playwright). The same page on a bare Tornado WebSocket echo in the "
+        "benchmark's process (no kernel, no bridge: \"Chromium, bare echo\") is the browser's "
+        "anchor: Chromium itself moves 1 MiB messages at a tenth of a Python client's rate. The 1 "
+        "MiB round trip is one buffer at a time (20 per round); the MB/s figure keeps 4 in flight. "
+        "The floor is `python -m benchmarks.floor`, measured in the "
         "same run: queued (every message waiting, no event loop) and paced (a bare asyncio loop "
-        "forwarding messages that come 100 µs apart, as the fan-out's kernel sends them). The last table compares each ratio with the run before (`results.json` is "
+        "forwarding messages that come 100 µs apart, as the fan-out's kernel sends them). "
+        "The last table compares each ratio with the run before (`results.json` is "
         "kept in the repository) and flags any that got more than 10 % worse. "
         "Full figures in `benchmarks/results.json`.\n\n"
         f"{text}\n"
