@@ -65,11 +65,18 @@ class BufferPool:
     def _refs(buffers: list[bytearray], i: int) -> int:
         return sys.getrefcount(buffers[i])
 
-    def take(self, size: int) -> bytearray:
-        """A buffer of at least ``size`` bytes, nobody else's until its views are gone."""
-        for i in range(len(self.buffers)):
-            if len(self.buffers[i]) >= size and self._refs(self.buffers, i) == self._free_refs:
-                return self.buffers[i]
+    def take(self, size: int, largest: bool = False) -> bytearray:
+        """A buffer of at least ``size`` bytes, nobody else's until its views are gone: the first
+        free one large enough, or with ``largest`` the largest (for a message in fragments,
+        whose size is known only at its end: growing it would copy what was read so far)."""
+        free = [
+            i
+            for i in range(len(self.buffers))
+            if len(self.buffers[i]) >= size and self._refs(self.buffers, i) == self._free_refs
+        ]
+        if free:
+            chosen = max(free, key=lambda i: len(self.buffers[i])) if largest else free[0]
+            return self.buffers[chosen]
         buffer = bytearray(size)
         kept = sum(map(len, self.buffers))
         if kept + size > self.kept_bytes:  # make room: let go of free buffers, smallest first
@@ -97,11 +104,13 @@ class Message:
     def __len__(self) -> int:
         return self.size
 
-    async def read(self, reader: ClientFrameReader, length: int, mask: bytes | None) -> None:
+    async def read(
+        self, reader: ClientFrameReader, length: int, mask: bytes | None, final: bool
+    ) -> None:
         """Read a frame's payload of ``length`` bytes onto the message, and unmask it."""
         end = self.size + length
         if end > len(self.buffer):  # a larger buffer, with what was read so far
-            larger = self.pool.take(max(end, 2 * len(self.buffer)))
+            larger = self.pool.take(max(end, 2 * len(self.buffer)), largest=not final)
             larger[: self.size] = memoryview(self.buffer)[: self.size]
             self.buffer = larger
         with memoryview(self.buffer) as whole, whole[self.size : end] as payload:
@@ -185,7 +194,7 @@ class ClientFrameReader(WebSocketProtocol13):
         else:
             if message is None:
                 message = self._message = Message(opcode, self.pool)
-            await message.read(self, length, mask)
+            await message.read(self, length, mask, bool(final))
             if not final:
                 return
             opcode, data, self._message = message.opcode, message.payload(), None

@@ -47,3 +47,13 @@ def test_the_pool_keeps_no_more_than_its_budget():
     big = pool.take(2500)  # free ones make room, smallest first
     assert big in pool.buffers and sum(map(len, pool.buffers)) <= 3000
     assert BufferPool(kept_bytes=0).take(10) not in BufferPool(kept_bytes=0).buffers
+
+
+def test_a_message_in_fragments_gets_the_largest_free_buffer():
+    """Its size is known only at its end: a larger buffer spares copying it while it grows."""
+    pool = BufferPool(kept_bytes=1 << 20)
+    small, large = pool.take(1000), pool.take(5000)
+    ids = id(small), id(large)
+    del small, large
+    assert id(pool.take(500)) == ids[0]  # a message of known size: the first that fits
+    assert id(pool.take(500, largest=True)) == ids[1]
