@@ -18,19 +18,24 @@ interleaved rounds so that the machine's noise hits every path alike:
 Absolute numbers on a shared machine mean little: read the ratios. Results go to stdout as a
 table and to ``benchmarks/results.json``; ``--docs`` also puts the table in the docs' performance
 page (``docs/performance.md``, between the markers ``DOCS_BEGIN`` and ``DOCS_END``).
+``--before REV`` starts a second server with the extension of git revision ``REV`` (a worktree)
+and measures its bridge in the same rounds: before and after a change, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,6 +96,7 @@ MiB = 1024 * 1024
 CHROMIUM_PATH = "bridge (Chromium)"  # the browser's own WebSocket (benchmarks.browser)
 BARE_PATH = "Chromium, bare echo"  # the same page on a bare Tornado echo: the browser's own cost
 THIRD_PARTY = ("bridge (websockets)", CHROMIUM_PATH)  # clients the project did not write
+BEFORE_PATHS = ("bridge, before", "bridge (websockets), before")  # --before REV's server
 TIMED_OUT = 599  # tornado's status for a request that timed out
 
 Opener = Callable[[], Awaitable[EchoPath]]
@@ -173,8 +179,12 @@ async def measure_path(
         await asyncio.wait_for(path.close(), STEP_TIMEOUT)
 
 
-async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
-    """Every path, interleaved, ``rounds`` times; the median of each figure over the rounds."""
+async def echo_rounds(
+    server: Server, rounds: int, before: Server | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every path, interleaved, ``rounds`` times; the median of each figure over the rounds.
+    With ``before`` (a server running an earlier version), its bridge from the project's client
+    and from the ``websockets`` library too."""
     url, token, kid = server.url, server.token, server.kernel_id
     paths: list[tuple[str, Opener, int, bool]] = [
         ("A direct", lambda: DirectPath.open(server.connection_file, ECHO), ROUND_TRIPS, True),
@@ -199,6 +209,24 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
             True,
         ),
     ]
+    servers = dict.fromkeys((name for name, *_ in paths), server)
+    if before is not None:
+        b_url, b_token, b_kid = before.url, before.token, before.kernel_id
+        paths += [
+            (
+                BEFORE_PATHS[0],
+                lambda: BridgePath.open(b_url, b_token, b_kid, ECHO),
+                ROUND_TRIPS,
+                True,
+            ),
+            (
+                BEFORE_PATHS[1],
+                lambda: WebsocketsPath.open(b_url, b_token, b_kid, ECHO),
+                ROUND_TRIPS,
+                True,
+            ),
+        ]
+        servers.update(dict.fromkeys(BEFORE_PATHS, before))
     per_path: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in paths}
     browser = await BrowserEcho.start(server)  # None without chromium
     if browser is not None:
@@ -207,7 +235,7 @@ async def echo_rounds(server: Server, rounds: int) -> dict[str, dict[str, Any]]:
         for r in range(rounds):
             for name, opener, count, throughput in paths:
                 figures = await measure_path(
-                    server, opener, round_trip_count=count, throughput=throughput
+                    servers[name], opener, round_trip_count=count, throughput=throughput
                 )
                 per_path[name].append(figures)
                 print(f"  round {r + 1} {name:14} {_brief(figures)}", file=sys.stderr, flush=True)
@@ -537,7 +565,7 @@ def table(results: dict[str, Any]) -> str:
     session_echo = cost.get("echo", {})
     session_fan = cost.get("fan_out_server_per_delivery", {})
     names = list(echo)
-    compared = ["bridge", *(name for name in THIRD_PARTY if name in echo)]
+    compared = ["bridge", *(name for name in (*THIRD_PARTY, *BEFORE_PATHS) if name in echo)]
     ratios_to = [(name, "A direct", f"{name} ÷ A") for name in compared]
     if BARE_PATH in echo:
         ratios_to.append((CHROMIUM_PATH, BARE_PATH, f"{CHROMIUM_PATH} ÷ bare echo"))
@@ -676,6 +704,19 @@ def update_docs(text: str, command: str, when: str, rounds: int) -> None:
     PERFORMANCE_PAGE.write_text(f"{page[:start]}\n{section}{page[end:]}")
 
 
+@contextlib.contextmanager
+def checkout(rev: str) -> Iterator[str]:
+    """A worktree of this repository at ``rev`` (a git revision), removed afterwards."""
+    repo = str(HERE.parent)
+    path = tempfile.mkdtemp(prefix="transports-before-")
+    git = ["git", "-C", repo, "worktree"]
+    subprocess.run([*git, "add", "--detach", path, rev], check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "remove", "--force", path], check=False, capture_output=True)
+
+
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     config = {"TransportsExtension": {"subshell_targets": [ECHO_SUBSHELL]}}
     began = time.perf_counter()
@@ -684,7 +725,14 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
         print(f"server {server.url}, kernel {server.kernel_id}", file=sys.stderr, flush=True)
         results: dict[str, Any] = {}
         if not args.only_rpc:
-            if not args.skip_echo:
+            if args.before:
+                with checkout(args.before) as source:
+                    before = await Server.start(config, source)
+                    try:
+                        results["echo"] = await echo_rounds(server, args.rounds, before)
+                    finally:
+                        before.stop()
+            elif not args.skip_echo:
                 results["echo"] = await echo_rounds(server, args.rounds)
             results["floor_us"] = (await asyncio.to_thread(floor.measure))[floor.WHOLE]
             results["floor_paced_us"] = await asyncio.to_thread(floor.measure_paced)
@@ -711,6 +759,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="rounds of the echo figures")
     parser.add_argument("--skip-echo", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only-rpc", action="store_true", help="measure the RPC calls only")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also measure the bridge of git revision REV, in the same rounds (a quick look: "
+        "neither results.json nor the docs change)",
+    )
     args = parser.parse_args(argv)
     results = asyncio.run(run_all(args))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -723,6 +777,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.only_rpc:  # a quick look: neither results.json nor the docs change
         print(rpc_table(results["rpc"]))
+        return
+    if args.before:
+        print(table(results))
         return
     before = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -130,8 +130,9 @@ class Server:
         self.server_ps = psutil.Process(self.process.pid)
 
     @classmethod
-    async def start(cls, config: dict[str, Any]) -> Server:
-        """Start ``jupyter server`` with ``config`` (a config-file dict) and one kernel."""
+    async def start(cls, config: dict[str, Any], source: str | None = None) -> Server:
+        """Start ``jupyter server`` with ``config`` (a config-file dict) and one kernel; with
+        ``source``, the extension is imported from that checkout instead (``--before``)."""
         workdir = tempfile.TemporaryDirectory(prefix="transports-bench-")
         root = Path(workdir.name)
         token, port = secrets.token_hex(16), _free_port()
@@ -159,12 +160,16 @@ class Server:
             f"from traitlets.config import Config\nc.merge(Config({config!r}))\n{NODELAY_PATCH}"
         )
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
+        if source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
         argv = [sys.executable, "-m", "jupyter_server", f"--config={config_file}"]
         argv += [f"--ServerApp.log_level={os.environ.get('BENCH_LOG_LEVEL', 'WARN')}"]
         if os.geteuid() == 0:
             argv.append("--allow-root")
         log = open(root / "server.log", "wb")  # noqa: SIM115 (closed with the directory)
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # in its own directory: python -m puts the working directory first on sys.path, which
+        # would shadow ``source`` from a checkout's root
+        process = subprocess.Popen(argv, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
         server = cls(f"http://127.0.0.1:{port}/", token, process, workdir)
         try:
             await server._wait_ready()
