@@ -41,7 +41,8 @@ LENGTH_64 = 127  # ... of 127: as uint64
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
-LARGE_BYTES = 64 * 1024  # a one-frame message this large is read into a pooled buffer
+LARGE_BYTES = 64 * 1024  # a one-frame message this large is read into a pooled buffer (and
+# every pooled buffer is at least this large: the pool holds a few, not one per tiny fragment)
 UNMASK_STEP = 64 * 1024  # unmasked this many bytes at a time (a multiple of the mask's 4)
 
 
@@ -110,7 +111,8 @@ class Message:
         """Read a frame's payload of ``length`` bytes onto the message, and unmask it."""
         end = self.size + length
         if end > len(self.buffer):  # a larger buffer, with what was read so far
-            larger = self.pool.take(max(end, 2 * len(self.buffer)), largest=not final)
+            size = max(end, 2 * len(self.buffer), LARGE_BYTES)
+            larger = self.pool.take(size, largest=not final)
             larger[: self.size] = memoryview(self.buffer)[: self.size]
             self.buffer = larger
         with memoryview(self.buffer) as whole, whole[self.size : end] as payload:
@@ -204,6 +206,8 @@ class ClientFrameReader(WebSocketProtocol13):
                 await handled
 
     def _handle_message(self, opcode: int, data: bytes | memoryview) -> Any:
+        if self._frame_compressed and isinstance(data, memoryview):
+            data = data.tobytes()  # tornado's inflater appends bytes to it
         if opcode != TEXT or self._frame_compressed or self.client_terminated:
             return super()._handle_message(opcode, data)  # type: ignore[arg-type]
         try:  # decoded once, here, as tornado's own branch for text frames does

@@ -356,6 +356,22 @@ async def test_a_message_in_fragments_arrives_whole(server_url, token, kernel):
         assert json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT)) == {"n": 2}
 
 
+async def test_small_fragmented_messages_do_not_fill_the_buffer_pool(
+    jp_serverapp, server_url, token, kernel
+):
+    """Each fragmented message takes a pooled buffer of 64 KiB at least: the pool keeps a few
+    reusable buffers, not one per small message."""
+    (app,) = jp_serverapp.extension_manager.extension_apps["jupyter_transports"]
+    url = comm_url(server_url, kernel.id, "targets", "echo", token=token)
+    async with websockets.connect(url) as socket:
+        for n in range(200):
+            await socket.send(["{", f'"n": {n}', "}"])
+        for n in range(200):
+            assert json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT)) == {"n": n}
+    assert 1 <= len(app.read_buffers.buffers) <= 2
+    assert all(len(buffer) >= 64 * 1024 for buffer in app.read_buffers.buffers)
+
+
 async def test_large_messages_in_flight_each_arrive_as_sent(server_url, token, kernel):
     """Large messages are read into reused buffers: eight distinct 1 MiB messages sent without
     waiting, on two sockets at once, each come back byte for byte (one buffer reused too early
@@ -387,3 +403,24 @@ async def test_large_messages_in_flight_each_arrive_as_sent(server_url, token, k
     finally:
         for socket in sockets:
             await socket.close()
+
+
+@pytest.mark.parametrize(
+    "server_config",
+    [{"ServerApp": {"websocket_compression_options": {}}}],
+)
+async def test_compressed_messages_large_and_in_fragments(server_url, token, kernel):
+    """With per-message deflate on (ServerApp.websocket_compression_options), large and
+    fragmented messages, which are read into reused buffers, are inflated whole."""
+    from jupyter_transports.framing import pack_binary, unpack_binary
+
+    url = comm_url(server_url, kernel.id, "targets", "echo", token=token)
+    async with websockets.connect(url, max_size=None) as socket:  # offers permessage-deflate
+        assert "permessage-deflate" in socket.response.headers["Sec-WebSocket-Extensions"]
+        payload = os.urandom(200_000) + bytes(300_000)
+        frame = pack_binary(b'{"n": 1}', [payload])
+        await socket.send(frame)
+        await socket.send([frame[:100_000], frame[100_000:]])
+        for _ in range(2):
+            head, buffers = unpack_binary(await asyncio.wait_for(socket.recv(), TIMEOUT))
+            assert json.loads(bytes(head)) == {"n": 1} and bytes(buffers[0]) == payload
