@@ -200,10 +200,9 @@ class ClientFrameReader(WebSocketProtocol13):
             if not final:
                 return
             opcode, data, self._message = message.opcode, message.payload(), None
-        if final:
-            handled = self._handle_message(opcode, data)
-            if handled is not None:
-                await handled
+        handled = self._handle_message(opcode, data)
+        if handled is not None:
+            await handled
 
     def _handle_message(self, opcode: int, data: bytes | memoryview) -> Any:
         if self._frame_compressed and isinstance(data, memoryview):
