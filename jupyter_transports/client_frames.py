@@ -25,19 +25,15 @@ from tornado.util import _websocket_mask  # C (tornado.speedups) where built
 from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketParams
 
 from .errors import CloseCode
+from .writer import FIN, LENGTH_16, LENGTH_64, MASKED, OPCODE_TEXT
 
-# Section 5.2: the frame's header
-FIN = 0x80
+# Section 5.2: the frame's header, as far as writer.py does not name it
 RSV_BITS = 0x70
 RSV1 = 0x40  # per-message compression (RFC 7692)
 OPCODE_BITS = 0x0F
 CONTROL = 0x8  # opcodes from 8 up: close, ping, pong
 CONTINUATION = 0x0
-TEXT = 0x1
-MASKED = 0x80
 LENGTH_BITS = 0x7F
-LENGTH_16 = 126  # a 7-bit length of 126: the real length follows as uint16
-LENGTH_64 = 127  # ... of 127: as uint64
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
@@ -207,7 +203,7 @@ class ClientFrameReader(WebSocketProtocol13):
     def _handle_message(self, opcode: int, data: bytes | memoryview) -> Any:
         if self._frame_compressed and isinstance(data, memoryview):
             data = data.tobytes()  # tornado's inflater appends bytes to it
-        if opcode != TEXT or self._frame_compressed or self.client_terminated:
+        if opcode != OPCODE_TEXT or self._frame_compressed or self.client_terminated:
             return super()._handle_message(opcode, data)  # type: ignore[arg-type]
         try:  # decoded once, here, as tornado's own branch for text frames does
             text = str(data, "utf-8")
