@@ -13,6 +13,11 @@ a TCP socket; a separate process drains the socket. Two ways:
   kernel pays the wake-up of its event loop once per message, which no queued floor shows.
 
 The fan-out's server CPU per delivery at N = 1 compares with the paced floor.
+
+:func:`measure_big` is the same for a 1 MiB echo: the least a relay spends moving a client's
+1 MiB to the kernel and the kernel's echo back (TCP in, ZMQ out and in, TCP out), with no
+WebSocket framing, no Jupyter message and no event loop. The server's CPU per 1 MiB echo
+compares with it.
 """
 
 from __future__ import annotations
@@ -57,6 +62,38 @@ for i in range(count):
     while time.perf_counter() < due:
         pass
 publisher.close(linger=-1)  # every message out before the process ends
+context.term()
+"""
+
+
+BIG_BYTES = 1024 * 1024
+BIG_MESSAGES = 64
+BIG_WINDOW = 4  # in flight, as the echo benchmark keeps them
+# Sends BIG_MESSAGES of BIG_BYTES, BIG_WINDOW in flight, and reads each echo back.
+BIG_CLIENT = """
+import os, socket, sys
+port, size, count, window = (int(a) for a in sys.argv[1:5])
+s = socket.create_connection(("127.0.0.1", port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+blob, echo = os.urandom(size), memoryview(bytearray(size))
+for _ in range(min(window, count)):
+    s.sendall(blob)
+for i in range(count):
+    got = 0
+    while got < size:
+        got += s.recv_into(echo[got:])
+    if i + window < count:
+        s.sendall(blob)
+"""
+# The kernel's side: echoes each ZMQ message it gets.
+BIG_PEER = """
+import sys, zmq
+context = zmq.Context()
+peer = context.socket(zmq.PAIR)
+peer.connect(sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    peer.send(peer.recv(copy=False), copy=False)
+peer.close(linger=-1)
 context.term()
 """
 
@@ -174,10 +211,43 @@ def measure_paced(interval: float = PACED_INTERVAL, count: int = MESSAGES) -> fl
         rig.close()
 
 
+def measure_big(count: int = BIG_MESSAGES) -> float:
+    """The CPU, in ms, a relay spends per 1 MiB echo: a TCP read into a buffer it reuses, a
+    zero-copy ZMQ send to a peer that echoes it, a ZMQ receive of the echo, a TCP write of it.
+    All threads of this process count (ZMQ's I/O thread too), as they do for the server."""
+    context = zmq.Context()
+    relay = context.socket(zmq.PAIR)
+    port = relay.bind_to_random_port("tcp://127.0.0.1")
+    peer = subprocess.Popen([sys.executable, "-c", BIG_PEER, f"tcp://127.0.0.1:{port}", str(count)])
+    listener = socket.create_server(("127.0.0.1", 0))
+    args = [listener.getsockname()[1], BIG_BYTES, count, BIG_WINDOW]
+    client = subprocess.Popen([sys.executable, "-c", BIG_CLIENT, *map(str, args)])
+    connection, _ = listener.accept()
+    listener.close()
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # one buffer for every message: the echo's arrival means ZMQ is done sending it
+    buffer = memoryview(bytearray(BIG_BYTES))
+    began = time.process_time()
+    for _ in range(count):
+        got = 0
+        while got < BIG_BYTES:
+            got += connection.recv_into(buffer[got:])
+        relay.send(buffer, copy=False)
+        connection.sendall(relay.recv(copy=False).buffer)
+    ms = (time.process_time() - began) / count * 1e3
+    client.wait()
+    peer.wait()
+    connection.close()
+    relay.close()
+    context.term()
+    return ms
+
+
 def main() -> None:
     for name, us in measure().items():
         print(f"{name:26} {us:5.1f} µs per message")
     print(f"{PACED:26} {measure_paced():5.1f} µs per message ({PACED_INTERVAL * 1e6:.0f} µs apart)")
+    print(f"{'1 MiB echo, relayed':26} {measure_big():5.2f} ms per echo")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,15 @@ def _fan_out_over_floor(sockets: int, floor_key: str) -> Callable[[Results], flo
     return of
 
 
+def _over_big_floor(path: str) -> Callable[[Results], float | None]:
+    def of(results: Results) -> float | None:
+        figure = results.get("echo", {}).get(path, {}).get("big_server_cpu_ms")
+        floor = results.get("floor_big_ms")
+        return figure / floor if figure is not None and floor else None
+
+    return of
+
+
 def _session_over_plain(results: Results) -> float | None:
     return results.get("session_cost", {}).get("echo", {}).get("rt_ms")  # type: ignore[no-any-return]
 
@@ -75,6 +84,10 @@ RATIOS = [
             ("big_rt_ms", "1 MiB round trip, {}", False),
             ("big_mb_per_s", "1 MiB MB/s, {}", True),
         )
+    ),
+    *(
+        Ratio(f"server CPU per 1 MiB echo, {path} ÷ relay floor", False, _over_big_floor(path))
+        for path in PATHS[:2]
     ),
     Ratio(
         "fan-out N = 1, server CPU per delivery ÷ floor (queued)",
