@@ -1,12 +1,17 @@
 """What ``make bench`` says of itself: each ratio of the run beside the same ratio in the run
 before (the ``results.json`` it replaces), flagging any that got more than ``WORSE_BY`` worse.
 
+Ratios of the echo figures also have a spread: the ratio in each round (its anchor measured in
+the same round), from the lower to the upper quartile. On 2 shared cores a ratio moves 10 to 15 %
+from run to run; a flagged ratio whose value before lies inside this run's spread says so.
+
 Only ratios are compared, never absolute figures: an anchor measured in the same run moves with
 the machine, a rate does not.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +38,7 @@ class Ratio:
     name: str
     higher_is_better: bool
     of: Callable[[Results], float | None]
+    per_round: Callable[[Results], list[float]] | None = None
 
 
 def _echo_ratio(
@@ -44,6 +50,22 @@ def _echo_ratio(
         return figure / anchor if figure is not None and anchor else None
 
     return of
+
+
+def _echo_ratio_per_round(
+    path: str, key: str, anchor_key: str, anchor_path: str = A
+) -> Callable[[Results], list[float]]:
+    def per_round(results: Results) -> list[float]:
+        echo = results.get("echo", {})
+        figures = echo.get(path, {}).get("rounds", [])
+        rounds = zip(figures, echo.get(anchor_path, {}).get("rounds", []), strict=False)
+        return [
+            figure[key] / anchor[anchor_key]
+            for figure, anchor in rounds
+            if figure.get(key) is not None and anchor.get(anchor_key)
+        ]
+
+    return per_round
 
 
 def _fan_out_over_floor(sockets: int, floor_key: str) -> Callable[[Results], float | None]:
@@ -72,13 +94,21 @@ def _session_over_plain(results: Results) -> float | None:
 
 RATIOS = [
     *(
-        Ratio(label.format(path), higher, _echo_ratio(path, key, anchor_key))
+        Ratio(
+            label.format(path),
+            higher,
+            _echo_ratio(path, key, anchor_key),
+            _echo_ratio_per_round(path, key, anchor_key),
+        )
         for path in PATHS
         for key, anchor_key, label, higher in ECHO_FIGURES
     ),
     *(
         Ratio(
-            label.format(f"{CHROMIUM} ÷ bare echo"), higher, _echo_ratio(CHROMIUM, key, key, BARE)
+            label.format(f"{CHROMIUM} ÷ bare echo"),
+            higher,
+            _echo_ratio(CHROMIUM, key, key, BARE),
+            _echo_ratio_per_round(CHROMIUM, key, key, BARE),
         )
         for key, label, higher in (
             ("big_rt_ms", "1 MiB round trip, {}", False),
@@ -108,6 +138,7 @@ class Change:
     name: str
     now: float
     before: float | None
+    spread: tuple[float, float] | None = None  # this run's quartiles over its rounds
 
     @property
     def worse_by(self) -> float | None:
@@ -122,6 +153,21 @@ class Change:
     def flagged(self) -> bool:
         return self.worse_by is not None and self.worse_by > WORSE_BY
 
+    @property
+    def within_spread(self) -> bool:
+        """Whether the value before lies inside this run's own spread over its rounds."""
+        if self.before is None or self.spread is None:
+            return False
+        low, high = self.spread
+        return low <= self.before <= high
+
+
+def _quartiles(values: list[float]) -> tuple[float, float] | None:
+    if len(values) < 4:
+        return None
+    low, _, high = statistics.quantiles(values, n=4)
+    return low, high
+
 
 def compare(before: Results | None, now: Results) -> list[Change]:
     """Every ratio the run has, with its value in the run before if that had it."""
@@ -129,15 +175,16 @@ def compare(before: Results | None, now: Results) -> list[Change]:
     for ratio in RATIOS:
         value = ratio.of(now)
         if value is not None:
-            changes.append(Change(ratio.name, value, ratio.of(before) if before else None))
+            spread = _quartiles(ratio.per_round(now)) if ratio.per_round else None
+            changes.append(Change(ratio.name, value, ratio.of(before) if before else None, spread))
     return changes
 
 
 def report(changes: list[Change], since: str) -> str:
     """A Markdown table of the ratios, the change since ``since``, and the flags."""
     lines = [
-        f"| ratio | now | before ({since}) | change | |",
-        "|---|---|---|---|---|",
+        f"| ratio | now | rounds' quartiles | before ({since}) | change | |",
+        "|---|---|---|---|---|---|",
     ]
     for change in changes:
         before = "—" if change.before is None else f"{change.before:.2f}"
@@ -149,5 +196,10 @@ def report(changes: list[Change], since: str) -> str:
         else:
             moved = f"{'worse' if worse > 0 else 'better'} {abs(worse):.0%}"
         flag = f"**more than {WORSE_BY:.0%} worse**" if change.flagged else ""
-        lines.append(f"| {change.name} | {change.now:.2f} | {before} | {moved} | {flag} |")
+        if change.flagged and change.within_spread:
+            flag += " (before is inside this run's quartiles)"
+        spread = "—" if change.spread is None else "{:.2f}-{:.2f}".format(*change.spread)
+        lines.append(
+            f"| {change.name} | {change.now:.2f} | {spread} | {before} | {moved} | {flag} |"
+        )
     return "\n".join(lines)
