@@ -24,8 +24,6 @@ from .sinks import Sink
 from .socket_base import BridgedSocketHandler
 from .writer import wire_pieces
 
-MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 for the code
-
 
 class CommSocketHandler(BridgedSocketHandler):
     """A WebSocket bridged to one kernel comm."""
