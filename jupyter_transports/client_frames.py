@@ -6,7 +6,8 @@ changes the contract and large messages need.
   say 1007.
 * A large message (:data:`LARGE_BYTES` or more), or one in fragments (browsers send a large one
   as 128 KiB frames), is read straight into a buffer of a :class:`BufferPool` and unmasked there,
-  in place; the socket's handler gets a view of it. Tornado reads a payload in 64 KiB chunks that
+  in place, with the ``websockets`` library's vectorised mask; the socket's handler gets a view
+  of it. Tornado reads a payload in 64 KiB chunks that
   it appends to the stream's buffer, copies it out, unmasks it into a third copy, and grows a
   bytearray with each fragment: copies into fresh memory, whose page faults cost the server
   more than the copying does (server CPU per 1 MiB echo: 2.0 ms with tornado's reading, 2.3 with
@@ -27,6 +28,18 @@ from tornado.websocket import WebSocketHandler, WebSocketProtocol13, _WebSocketP
 from .errors import CloseCode
 from .writer import FIN, LENGTH_16, LENGTH_64, MASKED, OPCODE_TEXT
 
+
+def tornado_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+    """Tornado's mask (8 bytes at a time), where the vectorised one is missing."""
+    return _websocket_mask(bytes(mask), bytes(data))
+
+
+try:  # vectorised (SSE2, NEON): a 1 MiB payload in 0.05 ms, where tornado's takes 0.13
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets installed without its compiled module
+    apply_mask = tornado_mask
+
+
 # Section 5.2: the frame's header, as far as writer.py does not name it
 RSV_BITS = 0x70
 RSV1 = 0x40  # per-message compression (RFC 7692)
@@ -36,6 +49,8 @@ CONTINUATION = 0x0
 LENGTH_BITS = 0x7F
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
+EXTENDED_LENGTH = {LENGTH_16: _U16.size, LENGTH_64: _U64.size}  # bytes after the 7-bit length
+MASK_BYTES = 4
 
 LARGE_BYTES = 64 * 1024  # a one-frame message this large is read into a pooled buffer (and
 # every pooled buffer is at least this large: the pool holds a few, not one per tiny fragment)
@@ -123,11 +138,11 @@ class Message:
 
 
 def unmask(mask: bytes, payload: memoryview) -> None:
-    """Unmask ``payload`` in place, a step at a time: tornado's C mask makes new bytes, which
-    for a step are warm memory, reused from step to step."""
+    """Unmask ``payload`` in place, a step at a time: the mask makes new bytes, which for a
+    step are warm memory, reused from step to step."""
     for start in range(0, len(payload), UNMASK_STEP):
         with payload[start : start + UNMASK_STEP] as step:
-            step[:] = _websocket_mask(mask, step.tobytes())
+            step[:] = apply_mask(step, mask)
 
 
 class ClientFrameReader(WebSocketProtocol13):
@@ -171,16 +186,18 @@ class ClientFrameReader(WebSocketProtocol13):
         if reserved or (control and (length >= LENGTH_16 or not final)):
             self._abort()  # an extension nobody agreed on, or a malformed control frame
             return
-        if length == LENGTH_16:
-            (length,) = _U16.unpack(await self._read_bytes(2))
-        elif length == LENGTH_64:
-            (length,) = _U64.unpack(await self._read_bytes(8))
+        # the rest of the header in one read (tornado reads the length and the mask apart)
+        extended = EXTENDED_LENGTH.get(length, 0)
+        rest = extended + (MASK_BYTES if second & MASKED else 0)
+        header = await self._read_bytes(rest) if rest else b""
+        if extended:
+            (length,) = (_U16 if extended == 2 else _U64).unpack_from(header)
+        mask = header[extended:] if second & MASKED else None
         message = self._message
         if length + (len(message) if message is not None else 0) > self.params.max_message_size:
             self.close(CloseCode.TOO_BIG, "message too big")
             self._abort()
             return
-        mask = await self._read_bytes(4) if second & MASKED else None
         data: bytes | memoryview
         if control or (message is None and final and length < LARGE_BYTES):
             data = await self._read_bytes(length)  # most messages: one small frame

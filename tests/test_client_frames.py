@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from jupyter_transports import client_frames
 from jupyter_transports.client_frames import UNMASK_STEP, BufferPool, unmask
 
 
@@ -15,7 +16,14 @@ def reference_unmask(mask: bytes, body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("length", [0, 1, 5, UNMASK_STEP - 1, UNMASK_STEP, 2 * UNMASK_STEP + 3])
-def test_unmask_in_place_is_rfc_6455s(length):
+@pytest.mark.parametrize("mask_with", ["vectorised", "tornado"])
+def test_unmask_in_place_is_rfc_6455s(length, mask_with, monkeypatch):
+    if mask_with == "tornado":
+        monkeypatch.setattr(client_frames, "apply_mask", client_frames.tornado_mask)
+    else:
+        from websockets.speedups import apply_mask
+
+        assert client_frames.apply_mask is apply_mask  # the compiled mask, not the fallback
     mask, body = os.urandom(4), os.urandom(length)
     buffer = bytearray(b"x" * 7 + body + b"y" * 5)  # a view in the middle of a larger buffer
     with memoryview(buffer) as whole, whole[7 : 7 + length] as payload:
