@@ -4,25 +4,27 @@ socket with the browser's own ``WebSocket``, driven by Playwright for Python.
 It measures what :func:`benchmarks.run.measure_path` measures of the other paths: the median
 small and 1 MiB round trips, and 1 MiB buffers echoed with ``BIG_WINDOW`` in flight (MB/s, and
 the server's and the kernel's CPU per echo). The same page on a bare Tornado WebSocket that
-echoes what it receives (:class:`BareEcho`, in this process: no kernel, no bridge) is the
+echoes what it receives (:class:`BareEcho`, a process of its own: no kernel, no bridge) is the
 browser's anchor: Chromium's own WebSocket moves some 30 MB/s of 1 MiB messages on this 2-core
-machine, a tenth of what a Python client does. Skipped (None) where Playwright or Debian's
-chromium is missing.
+machine, a tenth of what a Python client does, and that bare echo's CPU per message is what any
+Python server pays to serve it. Skipped (None) where Playwright or Debian's chromium is missing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import subprocess
+import sys
+import time
 from typing import Any
 
-from tornado import web, websocket
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
+import psutil
 
 from jupyter_transports.client_socket import comm_url
 
-from .server import ECHO, Server
+from .server import ECHO, START_TIMEOUT, Server, _free_port, cpu_seconds
 
 CHROMIUM = "/usr/bin/chromium"
 MiB = 1024 * 1024
@@ -72,26 +74,56 @@ async ({ url, mode, count, window, size, warmup }) => {
 """
 
 
-class _Echo(websocket.WebSocketHandler):
-    def check_origin(self, origin: str) -> bool:
+# A bare Tornado WebSocket echo: what any Python server pays to take a 1 MiB message from
+# Chromium and send it back. Run as ``python -c BARE_ECHO PORT``.
+BARE_ECHO = """
+import sys
+from tornado import ioloop, web, websocket
+
+class Echo(websocket.WebSocketHandler):
+    def check_origin(self, origin):
         return True  # the page is on the Jupyter server's origin
 
-    def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message):
         self.write_message(message, binary=isinstance(message, bytes))
+
+app = web.Application([("/echo", Echo)], websocket_max_message_size=64 * 1024 * 1024)
+app.listen(int(sys.argv[1]), "127.0.0.1")
+ioloop.IOLoop.current().start()
+"""
 
 
 class BareEcho:
-    """A bare Tornado WebSocket echo on a port of its own, on this process's event loop."""
+    """:data:`BARE_ECHO` in a process of its own, whose CPU is measured as the server's is."""
 
     def __init__(self) -> None:
-        sock, self.port = bind_unused_port()
-        app = web.Application([("/echo", _Echo)], websocket_max_message_size=64 * MiB)
-        self.server = HTTPServer(app)
-        self.server.add_sockets([sock])
+        self.port = _free_port()
+        self.process = subprocess.Popen([sys.executable, "-c", BARE_ECHO, str(self.port)])
+        self.ps = psutil.Process(self.process.pid)
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/echo"
+
+    async def ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bare echo did not start") from None
+                await asyncio.sleep(0.1)
+            else:
+                writer.close()
+                return
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.ps)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
 
 
 class BrowserEcho:
@@ -113,7 +145,9 @@ class BrowserEcho:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM)
         page = await browser.new_page()
         await page.goto(f"{server.url}api/transports/spec.yaml?token={server.token}")
-        return cls(playwright, browser, page)
+        echo = cls(playwright, browser, page)
+        await echo.bare.ready()
+        return echo
 
     async def measure(
         self,
@@ -136,21 +170,21 @@ class BrowserEcho:
         big_rt = await self.page.evaluate(
             ECHO_JS, {**common, "mode": "bigrt", "count": big_round_trips, "warmup": 2}
         )
-        cpu = server.server_cpu(), server.kernel_cpu()
+        server_cpu = self.bare.cpu if bare else server.server_cpu
+        cpu = server_cpu(), server.kernel_cpu()
         big_run = {**common, "mode": "big", "count": messages, "warmup": 0}  # all counted
         big = await self.page.evaluate(ECHO_JS, big_run)
-        server_cpu, kernel_cpu = server.server_cpu() - cpu[0], server.kernel_cpu() - cpu[1]
         figures = {
             "rt_ms": rt["median_ms"],
             "big_rt_ms": big_rt["median_ms"],
             "big_mb_per_s": messages / big["seconds"],
+            "big_server_cpu_ms": (server_cpu() - cpu[0]) / messages * 1e3,
         }
         if not bare:
-            figures["big_server_cpu_ms"] = server_cpu / messages * 1e3
-            figures["big_kernel_cpu_ms"] = kernel_cpu / messages * 1e3
+            figures["big_kernel_cpu_ms"] = (server.kernel_cpu() - cpu[1]) / messages * 1e3
         return figures
 
     async def stop(self) -> None:
-        self.bare.server.stop()
+        self.bare.stop()
         await self.browser.close()
         await self.playwright.stop()

@@ -113,6 +113,7 @@ RATIOS = [
         for key, label, higher in (
             ("big_rt_ms", "1 MiB round trip, {}", False),
             ("big_mb_per_s", "1 MiB MB/s, {}", True),
+            ("big_server_cpu_ms", "server CPU per 1 MiB echo, {}", False),
         )
     ),
     *(

@@ -691,9 +691,10 @@ def update_docs(text: str, command: str, when: str, rounds: int) -> None:
         "per answer). "
         '"bridge (websockets)" and "bridge (Chromium)" are the bridge\'s v1 socket from clients the '
         "project did not write: the `websockets` library (TCP_NODELAY on) and a Chromium page's "
-        "own `WebSocket` (Playwright). The same page on a bare Tornado WebSocket echo in the "
-        "benchmark's process (no kernel, no bridge: \"Chromium, bare echo\") is the browser's "
-        "anchor: Chromium itself moves 1 MiB messages at a tenth of a Python client's rate. The 1 "
+        "own `WebSocket` (Playwright). The same page on a bare Tornado WebSocket echo in a "
+        'process of its own (no kernel, no bridge: "Chromium, bare echo") is the browser\'s '
+        "anchor: Chromium itself moves 1 MiB messages at a tenth of a Python client's rate, and "
+        "that echo's CPU is what any Python server pays to serve them. The 1 "
         "MiB round trip is one buffer at a time (20 per round); the MB/s figure keeps 4 in flight. "
         "The floor is `python -m benchmarks.floor`, measured in the "
         "same run: queued (every message waiting, no event loop) and paced (a bare asyncio loop "
