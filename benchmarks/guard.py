@@ -20,6 +20,7 @@ WORSE_BY = 0.10  # a ratio this much worse than in the run before is flagged
 A = "A direct"
 CHROMIUM = "bridge (Chromium)"
 BARE = "Chromium, bare echo"  # the same page on a bare Tornado echo: the browser's anchor
+RELAY_FLOOR = "relay floor"  # benchmarks.floor.measure_big, in each round
 PATHS = ("bridge", "bridge (websockets)", CHROMIUM)
 ECHO_FIGURES = (  # key, A's key it is compared with, label, whether a higher ratio is better
     ("rt_ms", "rt_ms", "small round trip, {} ÷ A", False),
@@ -82,7 +83,7 @@ def _fan_out_over_floor(sockets: int, floor_key: str) -> Callable[[Results], flo
 def _over_big_floor(path: str) -> Callable[[Results], float | None]:
     def of(results: Results) -> float | None:
         figure = results.get("echo", {}).get(path, {}).get("big_server_cpu_ms")
-        floor = results.get("floor_big_ms")
+        floor = results.get("floor_big_ms")  # the median of the rounds' (once: measured once)
         return figure / floor if figure is not None and floor else None
 
     return of
@@ -117,7 +118,12 @@ RATIOS = [
         )
     ),
     *(
-        Ratio(f"server CPU per 1 MiB echo, {path} ÷ relay floor", False, _over_big_floor(path))
+        Ratio(
+            f"server CPU per 1 MiB echo, {path} ÷ relay floor",
+            False,
+            _over_big_floor(path),
+            _echo_ratio_per_round(path, "big_server_cpu_ms", "big_server_cpu_ms", RELAY_FLOOR),
+        )
         for path in PATHS[:2]
     ),
     Ratio(

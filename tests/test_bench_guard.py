@@ -37,3 +37,25 @@ def test_higher_is_better_ratios_are_worse_when_lower():
     dropped = change(run(1000.0), run(800.0), "small msg/s, bridge ÷ A")
     assert dropped.flagged and dropped.spread is None  # no rounds: no spread
     assert not change(run(1000.0), run(1200.0), "small msg/s, bridge ÷ A").flagged
+
+
+def test_the_relay_floor_ratio_has_the_spread_of_its_rounds():
+    def run(server_ms: list[float], floor_ms: list[float]) -> dict:
+        return {
+            "echo": {
+                "bridge": {
+                    "big_server_cpu_ms": 1.5,
+                    "rounds": [{"big_server_cpu_ms": ms} for ms in server_ms],
+                },
+                guard.RELAY_FLOOR: {"rounds": [{"big_server_cpu_ms": ms} for ms in floor_ms]},
+            },
+            "floor_big_ms": 0.75,
+        }
+
+    now = change(
+        None,
+        run([1.4, 1.5, 1.6, 1.5], [0.7, 0.75, 1.6, 0.75]),
+        "server CPU per 1 MiB echo, bridge ÷ relay floor",
+    )
+    assert now.now == 2.0  # the medians' ratio
+    assert now.spread == (1.25, 2.0)  # each round against its own floor: one of 1.6 ms gives 1.0
