@@ -7,11 +7,11 @@ changes the contract and large messages need.
 * A large message (:data:`LARGE_BYTES` or more), or one in fragments (browsers send a large one
   as 128 KiB frames), is read straight into a buffer of a :class:`BufferPool` and unmasked there,
   in place, with the ``websockets`` library's vectorised mask; the socket's handler gets a view
-  of it. Tornado reads a payload in 64 KiB chunks that
-  it appends to the stream's buffer, copies it out, unmasks it into a third copy, and grows a
-  bytearray with each fragment: copies into fresh memory, whose page faults cost the server
-  more than the copying does (server CPU per 1 MiB echo: 2.0 ms with tornado's reading, 2.3 with
-  the payload read into a fresh buffer of its own, 1.5 in a reused one, unmasked in place).
+  of it. Tornado reads a payload in 64 KiB chunks that it appends to the stream's buffer, copies
+  it out, unmasks it into a third copy, and grows a bytearray with each fragment: copies into
+  fresh memory, whose page faults cost the server more than the copying does (server CPU per
+  1 MiB echo: 2.0 ms with tornado's reading, 2.3 with the payload read into a fresh buffer of
+  its own, 1.5 in a reused one, unmasked in place).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ CONTINUATION = 0x0
 LENGTH_BITS = 0x7F
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
-EXTENDED_LENGTH = {LENGTH_16: _U16.size, LENGTH_64: _U64.size}  # bytes after the 7-bit length
+EXTENDED_LENGTH = {LENGTH_16: _U16, LENGTH_64: _U64}  # what follows these 7-bit lengths
 MASK_BYTES = 4
 
 LARGE_BYTES = 64 * 1024  # a one-frame message this large is read into a pooled buffer (and
@@ -187,12 +187,13 @@ class ClientFrameReader(WebSocketProtocol13):
             self._abort()  # an extension nobody agreed on, or a malformed control frame
             return
         # the rest of the header in one read (tornado reads the length and the mask apart)
-        extended = EXTENDED_LENGTH.get(length, 0)
-        rest = extended + (MASK_BYTES if second & MASKED else 0)
+        extended = EXTENDED_LENGTH.get(length)
+        masked_at = extended.size if extended is not None else 0
+        rest = masked_at + (MASK_BYTES if second & MASKED else 0)
         header = await self._read_bytes(rest) if rest else b""
-        if extended:
-            (length,) = (_U16 if extended == 2 else _U64).unpack_from(header)
-        mask = header[extended:] if second & MASKED else None
+        if extended is not None:
+            (length,) = extended.unpack_from(header)
+        mask = header[masked_at:] if second & MASKED else None
         message = self._message
         if length + (len(message) if message is not None else 0) > self.params.max_message_size:
             self.close(CloseCode.TOO_BIG, "message too big")
