@@ -17,18 +17,21 @@ The fan-out's server CPU per delivery at N = 1 compares with the paced floor.
 :func:`measure_big` is the same for a 1 MiB echo: the least a relay spends moving a client's
 1 MiB to the kernel and the kernel's echo back (TCP in, ZMQ out and in, TCP out), with no
 WebSocket framing, no Jupyter message and no event loop. The server's CPU per 1 MiB echo
-compares with it.
+compares with it. :func:`measure_big_round_trip` is what that relay adds to a 1 MiB round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from hmac import compare_digest
 from typing import Any
 
@@ -212,37 +215,74 @@ def measure_paced(interval: float = PACED_INTERVAL, count: int = MESSAGES) -> fl
         rig.close()
 
 
-def measure_big(count: int = BIG_MESSAGES) -> float:
-    """The CPU, in ms, a relay spends per 1 MiB echo: a TCP read into a buffer it reuses, a
-    zero-copy ZMQ send to a peer that echoes it, a ZMQ receive of the echo, a TCP write of it.
-    All threads of this process count (ZMQ's I/O thread too), as they do for the server."""
+@contextlib.contextmanager
+def _relay(peer_count: int) -> Iterator[zmq.Socket[Any]]:
+    """A ZMQ socket to a peer process that echoes ``peer_count`` messages (the kernel's part)."""
     context = zmq.Context()
     relay = context.socket(zmq.PAIR)
     port = relay.bind_to_random_port("tcp://127.0.0.1")
-    peer = subprocess.Popen([sys.executable, "-c", BIG_PEER, f"tcp://127.0.0.1:{port}", str(count)])
+    args = [f"tcp://127.0.0.1:{port}", str(peer_count)]
+    peer = subprocess.Popen([sys.executable, "-c", BIG_PEER, *args])
+    try:
+        yield relay
+    finally:
+        peer.wait()
+        relay.close()
+        context.term()
+
+
+def _relayed(relay: zmq.Socket[Any], count: int, window: int) -> Iterator[None]:
+    """Relay ``count`` 1 MiB echoes of a client process (``window`` in flight) to the peer; a
+    step per echo, at its end."""
     listener = socket.create_server(("127.0.0.1", 0))
-    args = [listener.getsockname()[1], BIG_BYTES, count, BIG_WINDOW]
+    args = [listener.getsockname()[1], BIG_BYTES, count, window]
     client = subprocess.Popen([sys.executable, "-c", BIG_CLIENT, *map(str, args)])
     connection, _ = listener.accept()
     listener.close()
     connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     # one buffer for every message: the echo's arrival means ZMQ is done sending it
     buffer = memoryview(bytearray(BIG_BYTES))
-    for i in range(count):
-        if i == BIG_WARMUP:
-            began = time.process_time()
-        got = 0
-        while got < BIG_BYTES:
-            got += connection.recv_into(buffer[got:])
-        relay.send(buffer, copy=False)
-        connection.sendall(relay.recv(copy=False).buffer)
-    ms = (time.process_time() - began) / (count - BIG_WARMUP) * 1e3
+    with connection:
+        for _ in range(count):
+            got = 0
+            while got < BIG_BYTES:
+                got += connection.recv_into(buffer[got:])
+            relay.send(buffer, copy=False)
+            connection.sendall(relay.recv(copy=False).buffer)
+            yield
     client.wait()
-    peer.wait()
-    connection.close()
-    relay.close()
-    context.term()
-    return ms
+
+
+def measure_big(count: int = BIG_MESSAGES) -> float:
+    """The CPU, in ms, a relay spends per 1 MiB echo: a TCP read into a buffer it reuses, a
+    zero-copy ZMQ send to a peer that echoes it, a ZMQ receive of the echo, a TCP write of it.
+    All threads of this process count (ZMQ's I/O thread too), as they do for the server."""
+    with _relay(count) as relay:
+        for i, _ in enumerate(_relayed(relay, count, BIG_WINDOW)):
+            if i + 1 == BIG_WARMUP:
+                began = time.process_time()
+        return (time.process_time() - began) / (count - BIG_WARMUP) * 1e3
+
+
+def measure_big_round_trip(count: int = BIG_MESSAGES) -> float:
+    """The ms a relay adds to a 1 MiB round trip (one at a time, medians): this process's
+    echoes straight to the peer over ZMQ, against a client's through the relay of
+    :func:`measure_big`. Any server between a client and the kernel adds at least this to A's
+    round trip, which it cannot start to forward before the whole message has come."""
+    blob = os.urandom(BIG_BYTES)
+    direct, relayed = [], []
+    with _relay(2 * count) as relay:
+        for _ in range(count):
+            began = time.perf_counter()
+            relay.send(blob, copy=False)
+            relay.recv(copy=False)
+            direct.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        for _ in _relayed(relay, count, 1):  # each step waits for the client's next message
+            relayed.append(time.perf_counter() - began)
+            began = time.perf_counter()
+    added = statistics.median(relayed[BIG_WARMUP:]) - statistics.median(direct[BIG_WARMUP:])
+    return added * 1e3
 
 
 def main() -> None:
@@ -250,6 +290,7 @@ def main() -> None:
         print(f"{name:26} {us:5.1f} µs per message")
     print(f"{PACED:26} {measure_paced():5.1f} µs per message ({PACED_INTERVAL * 1e6:.0f} µs apart)")
     print(f"{'1 MiB echo, relayed':26} {measure_big():5.2f} ms per echo")
+    print(f"{'1 MiB round trip, relayed':26} {measure_big_round_trip():+5.2f} ms against direct")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def _fan_out_over_floor(sockets: int, floor_key: str) -> Callable[[Results], flo
 def _over_big_floor(path: str) -> Callable[[Results], float | None]:
     def of(results: Results) -> float | None:
         figure = results.get("echo", {}).get(path, {}).get("big_server_cpu_ms")
-        floor = results.get("floor_big_ms")  # the median of the rounds' (once: measured once)
+        floor = results.get("floor_big_ms")  # the median of its rounds
         return figure / floor if figure is not None and floor else None
 
     return of
