@@ -649,7 +649,8 @@ def table(results: dict[str, Any]) -> str:
 
 def _relay_adds(results: dict[str, Any]) -> str:
     """What a bare relay adds to A's 1 MiB round trip, measured in the same rounds."""
-    added, a = results.get("floor_big_rt_added_ms"), results["echo"].get("A direct", {})
+    echo = results["echo"]
+    added, a = echo.get(RELAY_FLOOR, {}).get("big_rt_added_ms"), echo.get("A direct", {})
     if added is None or not a.get("big_rt_ms"):
         return ""
     ratio = (a["big_rt_ms"] + added) / a["big_rt_ms"]
@@ -771,9 +772,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             results["floor_us"] = (await asyncio.to_thread(floor.measure))[floor.WHOLE]
             results["floor_paced_us"] = await asyncio.to_thread(floor.measure_paced)
             if "echo" in results:
-                relay = results["echo"][RELAY_FLOOR]
-                results["floor_big_ms"] = relay["big_server_cpu_ms"]
-                results["floor_big_rt_added_ms"] = relay["big_rt_added_ms"]
+                results["floor_big_ms"] = results["echo"][RELAY_FLOOR]["big_server_cpu_ms"]
             results["fan_out"] = await fan_out(server)
             results["session_cost"] = session_cost(results)
             results["busy"] = await busy_kernel(server)
