@@ -1,9 +1,13 @@
-"""``python -m benchmarks.profile {rt,small,big,fanout,rpc} [seconds]``: py-spy of the server.
+"""``python -m benchmarks.profile {rt,small,big,big-websockets,fanout,rpc} [seconds]``: py-spy
+of the server.
 
 Runs one load against the bridge for a while (round trips, 64 small messages in flight, 1 MiB
-buffers, bursts to ``FAN_SOCKETS`` attached sockets (an environment variable, 1000 by
-default), or unbatched RPC calls with 64 in flight) and records the server process with py-spy
-(``pip install py-spy``), writing its collapsed stacks to ``/tmp/transports-<load>.txt``.
+buffers from the project's client or from the ``websockets`` library, bursts to ``FAN_SOCKETS``
+attached sockets (an environment variable, 1000 by default), or unbatched RPC calls with 64 in
+flight) and records the server process with py-spy (``pip install py-spy``), writing its
+collapsed stacks to ``/tmp/transports-<load>.txt``. ``PY_SPY_ARGS`` adds options to py-spy's:
+``--gil`` keeps only the samples of the thread holding the GIL, which is where Python spends CPU
+(a 1 MiB echo spends most of its server time in syscalls that release it).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 
 from jupyter_transports.rpc_client import Channel
 
-from .paths import BridgePath
+from .paths import BridgePath, WebsocketsPath
 from .run import (
     BIG_BYTES,
     BIG_WINDOW,
@@ -62,8 +66,9 @@ async def load(server: Server, kind: str, seconds: float) -> None:
         print(f"server CPU per call: {(server.server_cpu() - cpu) / count * 1e6:.0f} us")
         await channel.close()
         return
-    path = await BridgePath.open(server.url, server.token, server.kernel_id, ECHO)
-    buffers = [os.urandom(BIG_BYTES)] if kind == "big" else []
+    opener = WebsocketsPath.open if kind == "big-websockets" else BridgePath.open
+    path = await opener(server.url, server.token, server.kernel_id, ECHO)
+    buffers = [os.urandom(BIG_BYTES)] if kind.startswith("big") else []
     i = 0
     if kind == "rt":
         cpu, count = server.server_cpu(), 0
@@ -96,6 +101,7 @@ async def main(kind: str, seconds: float) -> None:
                 "-f",
                 "raw",
                 "--nonblocking",
+                *os.environ.get("PY_SPY_ARGS", "").split(),
                 "-o",
                 out + ".txt",
             ],
