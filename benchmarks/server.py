@@ -130,9 +130,16 @@ class Server:
         self.server_ps = psutil.Process(self.process.pid)
 
     @classmethod
-    async def start(cls, config: dict[str, Any], source: str | None = None) -> Server:
+    async def start(
+        cls,
+        config: dict[str, Any],
+        source: str | None = None,
+        kernel_argv: list[str] | None = None,
+    ) -> Server:
         """Start ``jupyter server`` with ``config`` (a config-file dict) and one kernel; with
-        ``source``, the extension is imported from that checkout instead (``--before``)."""
+        ``source``, the extension is imported from that checkout instead (``--before``); with
+        ``kernel_argv``, the kernel is started by that command line (a kernelspec's ``argv``)
+        instead of ipykernel's."""
         workdir = tempfile.TemporaryDirectory(prefix="transports-bench-")
         root = Path(workdir.name)
         token, port = secrets.token_hex(16), _free_port()
@@ -160,6 +167,17 @@ class Server:
             f"from traitlets.config import Config\nc.merge(Config({config!r}))\n{NODELAY_PATCH}"
         )
         env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(root / "runtime")}
+        kernel_name = "python3"
+        if kernel_argv is not None:
+            kernel_name = "bench"
+            spec = root / "share" / "kernels" / kernel_name
+            spec.mkdir(parents=True)
+            (spec / "kernel.json").write_text(
+                json.dumps({"argv": kernel_argv, "display_name": "bench", "language": "python"})
+            )
+            env["JUPYTER_PATH"] = os.pathsep.join(
+                filter(None, [str(root / "share"), env.get("JUPYTER_PATH")])
+            )
         if source is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
         argv = [sys.executable, "-m", "jupyter_server", f"--config={config_file}"]
@@ -173,7 +191,7 @@ class Server:
         server = cls(f"http://127.0.0.1:{port}/", token, process, workdir)
         try:
             await server._wait_ready()
-            await server._start_kernel(root / "runtime")
+            await server._start_kernel(root / "runtime", kernel_name)
         except BaseException:
             server.stop()
             raise
@@ -203,8 +221,8 @@ class Server:
                     raise
                 await asyncio.sleep(0.1)
 
-    async def _start_kernel(self, runtime: Path) -> None:
-        model = await asyncio.to_thread(self._api, "POST", "api/kernels", {"name": "python3"})
+    async def _start_kernel(self, runtime: Path, name: str) -> None:
+        model = await asyncio.to_thread(self._api, "POST", "api/kernels", {"name": name})
         self.kernel_id = model["id"]
         self.connection_file = str(runtime / f"kernel-{self.kernel_id}.json")
         client = AsyncKernelClient(connection_file=self.connection_file)
