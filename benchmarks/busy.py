@@ -9,9 +9,9 @@ it prints the bursts that lost messages and where they went missing: before the 
 kernel's comm messages the bridge never received, from ``/api/transports/status``) or after it.
 
 What it showed on 2 cores: the stock kernel lost 4,349 messages in 10 of 100 bursts, all before
-the server; the other lost none. ipykernel publishes through ZeroMQ's default high-water mark, 1,000
-messages, and drops what its own sending falls further behind, whatever its subscribers' speed
-(the bridge's iopub socket holds 100,000 and a large TCP buffer).
+the server; the other lost none. ipykernel publishes through ZeroMQ's default high-water mark,
+1,000 messages, and drops what its own sending falls further behind, whatever its subscribers'
+speed (the bridge's iopub socket holds 100,000 and a large TCP buffer).
 """
 
 from __future__ import annotations
