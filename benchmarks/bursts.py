@@ -1,5 +1,5 @@
-"""``python -m benchmarks.busy [bursts]``: a kernel's bursts on a busy machine, and where what is
-lost goes missing.
+"""``python -m benchmarks.bursts [bursts]``: a kernel's bursts on a busy machine, and where what
+is lost goes missing.
 
 While a process of its own keeps one core busy, the kernel sends ``bursts`` (100 by default)
 bursts of ``FAN_OUT[1]`` comm messages to one socket, first a stock ipykernel's, then one whose
