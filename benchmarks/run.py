@@ -21,8 +21,8 @@ page (``docs/performance.md``, between the markers ``DOCS_BEGIN`` and ``DOCS_END
 ``--before REV`` starts a second server with the extension of git revision ``REV`` (a worktree)
 and measures its bridge in the same rounds: before and after a change, side by side. Each server
 carries an offset of its own (two servers of the same code have differed by 0.13 ms per 1 MiB
-echo, 13 of 16 rounds, in one run): a change smaller than that needs runs with fresh servers,
-started in both orders.
+echo, 13 of 16 rounds, in one run): for a change smaller than that, ``python -m benchmarks.ab
+REV`` measures pairs of fresh servers, started in both orders.
 """
 
 from __future__ import annotations
