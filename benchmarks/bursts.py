@@ -67,9 +67,7 @@ async def run(server: Server, bursts: int) -> dict[str, Any]:
 
 def _routed(server: Server) -> int:
     """The kernel's comm messages the bridge has routed (to the one socket attached)."""
-    kernels = server._api("GET", "api/transports/status")["kernels"]
-    stats = kernels.get(server.kernel_id, {})
-    return int(stats.get("messages_from_kernel", 0))
+    return int(server.transports_status().get("messages_from_kernel", 0))
 
 
 async def main(bursts: int) -> None:

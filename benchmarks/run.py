@@ -100,7 +100,7 @@ CHROMIUM_PATH = "bridge (Chromium)"  # the browser's own WebSocket (benchmarks.b
 BARE_PATH = "Chromium, bare echo"  # the same page on a bare Tornado echo: the browser's own cost
 THIRD_PARTY = ("bridge (websockets)", CHROMIUM_PATH)  # clients the project did not write
 BEFORE_PATHS = ("bridge, before", "bridge (websockets), before")  # --before REV's server
-RELAY_FLOOR = "relay floor"  # floor.measure_big in each round: not a path, no column of its own
+RELAY_FLOOR = guard.RELAY_FLOOR  # floor.measure_big in each round: not a path, no column
 TIMED_OUT = 599  # tornado's status for a request that timed out
 
 Opener = Callable[[], Awaitable[EchoPath]]

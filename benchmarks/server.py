@@ -267,6 +267,12 @@ class Server:
                 value = reply["content"]["user_expressions"]["v"]
                 return json.loads(ast.literal_eval(value["data"]["text/plain"]))
 
+    def transports_status(self) -> dict[str, Any]:
+        """The bridge's status of this server's kernel (``GET /api/transports/status``); empty
+        until the kernel is first bridged."""
+        kernels = self._api("GET", "api/transports/status")["kernels"]
+        return dict(kernels.get(self.kernel_id, {}))
+
     def server_cpu(self) -> float:
         return cpu_seconds(self.server_ps)
 

@@ -559,10 +559,9 @@ class Soak:
     def _bridge_status(self) -> str:
         """The bridge's own count of comms and clients on the kernel."""
         try:
-            kernels = self.server._api("GET", "api/transports/status")["kernels"]
+            status = self.server.transports_status()
         except OSError as e:
             return f"status: {e}"
-        status = kernels.get(self.server.kernel_id, {})
         return f"comms {status.get('comms', '-')}  clients {status.get('clients', '-')}"
 
     def _at(self) -> str:
